@@ -1,0 +1,35 @@
+"""Shared pytest fixtures.
+
+The offline datasets live in ``../shared/data`` beside the repository root
+(CIFAR-10 JPEGs, five books, the course's QM9 split permutation). Tests that
+need them take the ``shared_data`` fixture and are skipped, with the reason,
+where that folder is absent. Unit tests that need only tiny data make it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ``../shared/data``; skips the test where it does not exist."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"offline data folder {SHARED_DATA} not found (set SHARED_DATA to override)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def qm9_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One QM9 cache folder for the whole session, so the dataset is processed once."""
+    return tmp_path_factory.mktemp("qm9_data")
