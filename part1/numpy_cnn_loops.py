@@ -1,0 +1,176 @@
+"""Convolution and max-pooling in NumPy with plain loops: the readable reference.
+
+Same names, signatures and results as :mod:`part1.numpy_cnn` (``zero_padding``
+is shared with it), written to read like the formulas: one loop per output
+element (or per window), each body a single line of the equation. It is slow (seconds for a ResNet-sized layer) and
+exists to learn from and to test the vectorised version against.
+
+Shapes: images ``(N, C, H, W)``, filters ``(F, C, FH, FW)``, stride ``(sh, sw)``,
+padding ``(ph, pw)``; ``Xp`` is the zero-padded input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from part1.numpy_cnn import (
+    Pair,
+    check_conv_args,
+    check_grad_shape,
+    check_pool_args,
+    float_dtype,
+    zero_padding,
+)
+
+__all__ = [
+    "zero_padding",
+    "convolution2D",
+    "convolution2D_backward_filter",
+    "convolution2D_backward_input",
+    "pool_forward",
+    "pool_back",
+]
+
+
+def convolution2D(X: np.ndarray, W: np.ndarray, stride: Pair, padding: Pair) -> np.ndarray:
+    """``Y[n, f, oh, ow] = sum_{c, i, j} W[f, c, i, j] * Xp[n, c, oh*sh + i, ow*sw + j]``.
+
+    Args:
+        X: images, shape ``(N, C, IH, IW)``.
+        W: filters, shape ``(F, C, FH, FW)``.
+        stride: ``(sh, sw)``.
+        padding: ``(ph, pw)``.
+
+    Returns:
+        ``Y``, shape ``(N, F, 1 + (IH + 2 ph - FH) // sh, 1 + (IW + 2 pw - FW) // sw)``.
+    """
+    X, W, (sh, sw), padding, (OH, OW) = check_conv_args(X, W, stride, padding)
+    N = X.shape[0]
+    F, _, FH, FW = W.shape
+    Xp = zero_padding(X, padding)
+    Y = np.zeros((N, F, OH, OW), dtype=float_dtype(X, W))
+    for n in range(N):
+        for f in range(F):
+            for oh in range(OH):
+                for ow in range(OW):
+                    window = Xp[n, :, oh * sh : oh * sh + FH, ow * sw : ow * sw + FW]
+                    Y[n, f, oh, ow] = np.sum(window * W[f])
+    return Y
+
+
+def convolution2D_backward_filter(
+    out_grad: np.ndarray,
+    X: np.ndarray,
+    W: np.ndarray,
+    stride: Pair,
+    padding: Pair = (0, 0),
+) -> np.ndarray:
+    """``dW[f, c, i, j] = sum_{n, oh, ow} dY[n, f, oh, ow] * Xp[n, c, oh*sh + i, ow*sw + j]``.
+
+    Args:
+        out_grad: ``dY``, shape ``(N, F, OH, OW)``.
+        X: the forward pass's input, shape ``(N, C, IH, IW)``.
+        W: the forward pass's filters, shape ``(F, C, FH, FW)``.
+        stride: the forward pass's ``(sh, sw)``.
+        padding: the forward pass's ``(ph, pw)``; default no padding.
+
+    Returns:
+        ``dW``, shape ``(F, C, FH, FW)``.
+    """
+    X, W, (sh, sw), padding, (OH, OW) = check_conv_args(X, W, stride, padding)
+    N = X.shape[0]
+    F, _, FH, FW = W.shape
+    dY = check_grad_shape(out_grad, (N, F, OH, OW), "out_grad")
+    Xp = zero_padding(X, padding)
+    dW = np.zeros(W.shape, dtype=float_dtype(dY, X, W))
+    for n in range(N):
+        for f in range(F):
+            for oh in range(OH):
+                for ow in range(OW):
+                    window = Xp[n, :, oh * sh : oh * sh + FH, ow * sw : ow * sw + FW]
+                    dW[f] += dY[n, f, oh, ow] * window
+    return dW
+
+
+def convolution2D_backward_input(
+    out_grad: np.ndarray,
+    X: np.ndarray,
+    W: np.ndarray,
+    stride: Pair,
+    padding: Pair = (0, 0),
+) -> np.ndarray:
+    """``dXp[n, c, oh*sh + i, ow*sw + j] += dY[n, f, oh, ow] * W[f, c, i, j]``, then unpad.
+
+    Args:
+        out_grad: ``dY``, shape ``(N, F, OH, OW)``.
+        X: the forward pass's input, shape ``(N, C, IH, IW)``.
+        W: the forward pass's filters, shape ``(F, C, FH, FW)``.
+        stride: the forward pass's ``(sh, sw)``.
+        padding: the forward pass's ``(ph, pw)``; default no padding.
+
+    Returns:
+        ``dX``, shape ``(N, C, IH, IW)``.
+    """
+    X, W, (sh, sw), (ph, pw), (OH, OW) = check_conv_args(X, W, stride, padding)
+    N, _, IH, IW = X.shape
+    F, _, FH, FW = W.shape
+    dY = check_grad_shape(out_grad, (N, F, OH, OW), "out_grad")
+    dXp = np.zeros(zero_padding(X, (ph, pw)).shape, dtype=float_dtype(dY, X, W))
+    for n in range(N):
+        for f in range(F):
+            for oh in range(OH):
+                for ow in range(OW):
+                    dXp[n, :, oh * sh : oh * sh + FH, ow * sw : ow * sw + FW] += (
+                        dY[n, f, oh, ow] * W[f]
+                    )
+    return dXp[:, :, ph : ph + IH, pw : pw + IW].copy()
+
+
+def pool_forward(X: np.ndarray, f: int, s: int) -> np.ndarray:
+    """``Y[n, c, oh, ow] = max_{0 <= i, j < f} X[n, c, oh*s + i, ow*s + j]``.
+
+    Args:
+        X: images, shape ``(N, C, IH, IW)``.
+        f: window size.
+        s: stride.
+
+    Returns:
+        ``Y``, shape ``(N, C, 1 + (IH - f) // s, 1 + (IW - f) // s)``.
+    """
+    X, (OH, OW) = check_pool_args(X, f, s)
+    N, C = X.shape[:2]
+    Y = np.zeros((N, C, OH, OW), dtype=X.dtype)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    Y[n, c, oh, ow] = np.max(X[n, c, oh * s : oh * s + f, ow * s : ow * s + f])
+    return Y
+
+
+def pool_back(grad_pool: np.ndarray, X: np.ndarray, f: int, s: int) -> np.ndarray:
+    """Route each window's gradient to its (first, in row-major order) maximum.
+
+    ``dX[n, c, oh*s + i*, ow*s + j*] += dY[n, c, oh, ow]`` where ``(i*, j*)`` is
+    the first position of the window's maximum, as in ``torch.nn.functional.max_pool2d``.
+
+    Args:
+        grad_pool: ``dY``, shape ``(N, C, OH, OW)``.
+        X: the forward pass's input, shape ``(N, C, IH, IW)``.
+        f: window size of the forward pass.
+        s: stride of the forward pass.
+
+    Returns:
+        ``dX``, shape ``(N, C, IH, IW)``.
+    """
+    X, (OH, OW) = check_pool_args(X, f, s)
+    N, C = X.shape[:2]
+    dY = check_grad_shape(grad_pool, (N, C, OH, OW), "grad_pool")
+    dX = np.zeros(X.shape, dtype=float_dtype(dY, X))
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    window = X[n, c, oh * s : oh * s + f, ow * s : ow * s + f]
+                    i, j = np.unravel_index(np.argmax(window), (f, f))
+                    dX[n, c, oh * s + i, ow * s + j] += dY[n, c, oh, ow]
+    return dX

@@ -1,0 +1,133 @@
+"""Character-level text data: reading a book, its vocabulary, and (input, target) sequences.
+
+``TextDataset`` and ``text_collate_fn`` keep the interface of the course
+template: an item is a pair of index lists of length ``seq_length``, the
+target shifted by one character, and a batch is stacked time-major as
+``inputs, targets [T, B]``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils import data
+
+
+def read_text(filename: str | os.PathLike) -> str:
+    """Read a text file of any extension: UTF-8 (a byte-order mark is dropped), else Latin-1.
+
+    Latin-1 maps every byte to a character, so the fallback always succeeds;
+    it is the encoding of e.g. Project Gutenberg's LaTeX sources.
+    """
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"text file {os.fspath(filename)!r} not found; pass an existing file with --txt_file")
+    with open(filename, "rb") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class TextDataset(data.Dataset):
+    """Sequences of ``seq_length`` characters from one text file and the next character of each.
+
+    Args:
+        filename: path of the text file (see ``read_text`` for encodings).
+        seq_length: number of characters ``T`` per input sequence.
+        step_size: distance between the start offsets of consecutive items; the
+            dataset has ``ceil((N - T) / step_size)`` items for ``N`` characters.
+        random_select: ignore the item index and draw a uniformly random start
+            offset instead (the template's behaviour), from this dataset's own
+            generator so that training can save and restore its state.
+        seed: seed of that generator.
+
+    Raises:
+        ValueError: the file has fewer than ``seq_length + 1`` characters.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike,
+        seq_length: int,
+        step_size: int = 10,
+        random_select: bool = True,
+        seed: Optional[int] = None,
+    ) -> None:
+        if seq_length < 1 or step_size < 1:
+            raise ValueError(f"seq_length and step_size must be positive, got {seq_length} and {step_size}")
+        self._seq_length = seq_length
+        self._step_size = step_size
+        self._random_select = random_select
+        self._data = read_text(filename)
+        # Start offsets 0 .. N - T - 1 leave room for the target's last character.
+        self._num_offsets = len(self._data) - seq_length
+        if self._num_offsets < 1:
+            raise ValueError(
+                f"{os.fspath(filename)!r} has {len(self._data)} characters, fewer than one sequence of "
+                f"{seq_length} + 1; use a longer text or a smaller --input_seq_length"
+            )
+        self._chars = sorted(set(self._data))
+        self._char_to_ix = {ch: i for i, ch in enumerate(self._chars)}
+        self._encoded = np.array([self._char_to_ix[ch] for ch in self._data], dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def __getitem__(self, item: int) -> tuple[list[int], list[int]]:
+        if self._random_select:
+            offset = int(self.rng.integers(0, self._num_offsets))
+        else:
+            offset = item * self._step_size
+        window = self._encoded[offset : offset + self._seq_length + 1]
+        return window[:-1].tolist(), window[1:].tolist()
+
+    def __len__(self) -> int:
+        return (self._num_offsets - 1) // self._step_size + 1
+
+    def convert_to_string(self, char_ix: Iterable[int]) -> str:
+        """Indices to text."""
+        return indices_to_string(char_ix, self._chars)
+
+    def encode(self, text: str) -> list[int]:
+        """Text to indices; every character must be in the vocabulary."""
+        return encode(text, self._chars)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self._chars)
+
+    @property
+    def chars(self) -> list[str]:
+        """The vocabulary: the sorted distinct characters of the text (index ``i`` is ``chars[i]``)."""
+        return list(self._chars)
+
+    @property
+    def text(self) -> str:
+        return self._data
+
+
+def text_collate_fn(batch: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack a list of ``(inputs, targets)`` items time-major: two LongTensors ``[T, B]``."""
+    inputs = torch.tensor([item[0] for item in batch], dtype=torch.long).t().contiguous()
+    targets = torch.tensor([item[1] for item in batch], dtype=torch.long).t().contiguous()
+    return inputs, targets
+
+
+def indices_to_string(char_ix: Iterable[int], chars: Sequence[str]) -> str:
+    """Indices to text with the vocabulary ``chars``."""
+    return "".join(chars[int(ix)] for ix in char_ix)
+
+
+def samples_to_strings(samples: torch.Tensor, chars: Sequence[str]) -> list[str]:
+    """Sampled index sequences ``[L, B]`` (as returned by ``TextGenerationModel.sample``) to ``B`` strings."""
+    return [indices_to_string(column, chars) for column in samples.t().tolist()]
+
+
+def encode(text: str, chars: Sequence[str]) -> list[int]:
+    """Text to indices with the vocabulary ``chars``; unknown characters raise a ValueError."""
+    lookup = {ch: i for i, ch in enumerate(chars)}
+    unknown = sorted(set(text) - lookup.keys())
+    if unknown:
+        raise ValueError(f"characters {unknown!r} are not in the model's vocabulary")
+    return [lookup[ch] for ch in text]

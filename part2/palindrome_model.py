@@ -1,0 +1,126 @@
+"""Sequence classifiers for the palindrome experiment: a vanilla RNN and an LSTM.
+
+Both read the first ``L - 1`` digits of a palindrome of length ``L`` and
+predict the last digit, which equals the first one: the model must carry one
+digit through ``L - 2`` distracting time steps. Inputs are digit indices
+``[B, T]`` (one-hot encoded inside the model) or ready-made vectors
+``[B, T, input_dim]``; outputs are logits ``[B, num_classes]`` computed from the
+last hidden state only, ``p = W_ph h_T + b_p``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from part2.model import LSTM
+
+
+def one_hot_inputs(x: torch.Tensor, input_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """Digit indices ``[B, T]`` to one-hot ``[B, T, input_dim]`` of ``dtype``; float ``[B, T, input_dim]`` passes through."""
+    if x.dim() == 2 and not x.is_floating_point():
+        return F.one_hot(x, input_dim).to(dtype)
+    if x.dim() == 3 and x.size(-1) == input_dim:
+        return x
+    raise ValueError(
+        f"expected digit indices [B, T] (integer) or inputs [B, T, {input_dim}], got {tuple(x.shape)} ({x.dtype})"
+    )
+
+
+class VanillaRNN(nn.Module):
+    """Elman RNN with a linear read-out of the last hidden state, written with ``nn.Parameter`` only.
+
+    For inputs ``x_1 .. x_T`` (``[B, input_dim]`` each) and ``h_0 = 0``::
+
+        h_t = tanh(W_hx x_t + W_hh h_{t-1} + b_h)      # [B, num_hidden]
+        p   = W_ph h_T + b_p                           # [B, num_classes], logits
+
+    Parameters: ``W_hx [H, D]``, ``W_hh [H, H]``, ``b_h [H]``, ``W_ph [C, H]``, ``b_p [C]``.
+
+    Initialisation: ``W_hh`` orthogonal, because all its singular values are 1,
+    so at initialisation (where tanh is near-linear) a signal or gradient
+    carried through ``t`` steps is neither amplified nor shrunk by ``W_hh^t``;
+    this gives the vanilla RNN its best chance on long sequences, so that the
+    comparison with the LSTM is fair. ``W_hx`` and ``W_ph`` Xavier-uniform
+    (unit-variance activations for the one-hot input and the logits), biases
+    zero.
+
+    Args:
+        seq_length: length ``T`` of the input sequences of the course template;
+            the forward pass accepts any ``T``.
+        input_dim: size ``D`` of one input vector (10 for one-hot digits).
+        num_hidden: hidden state size ``H``.
+        num_classes: number of output classes ``C``.
+    """
+
+    def __init__(self, seq_length: int, input_dim: int, num_hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.seq_length = seq_length
+        self.input_dim = input_dim
+        self.num_hidden = num_hidden
+        self.num_classes = num_classes
+        self.W_hx = nn.Parameter(torch.empty(num_hidden, input_dim))
+        self.W_hh = nn.Parameter(torch.empty(num_hidden, num_hidden))
+        self.b_h = nn.Parameter(torch.empty(num_hidden))
+        self.W_ph = nn.Parameter(torch.empty(num_classes, num_hidden))
+        self.b_p = nn.Parameter(torch.empty(num_classes))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal ``W_hh``, Xavier-uniform ``W_hx`` and ``W_ph``, zero biases (see the class docstring)."""
+        nn.init.xavier_uniform_(self.W_hx)
+        nn.init.orthogonal_(self.W_hh)
+        nn.init.zeros_(self.b_h)
+        nn.init.xavier_uniform_(self.W_ph)
+        nn.init.zeros_(self.b_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` for digits ``[B, T]`` or inputs ``[B, T, input_dim]``."""
+        inputs = one_hot_inputs(x, self.input_dim, self.W_ph.dtype)
+        # The input term of all time steps in one matrix product, outside the loop: [T, B, H].
+        projected = torch.matmul(inputs.transpose(0, 1), self.W_hx.t()) + self.b_h
+        h = inputs.new_zeros(inputs.size(0), self.num_hidden)
+        weight_hh_t = self.W_hh.t()
+        # unbind rather than indexing: indexing makes every backward step build a full-size zero gradient.
+        for projected_t in projected.unbind(0):
+            h = torch.tanh(projected_t + h @ weight_hh_t)
+        return h @ self.W_ph.t() + self.b_p
+
+
+class PalindromeLSTM(nn.Module):
+    """The hand-written :class:`part2.model.LSTM` with a linear read-out of the last hidden state.
+
+    For inputs ``x_1 .. x_T`` and ``(h_0, c_0) = 0``, the LSTM of ``part2.model``
+    gives ``h_1 .. h_T`` (``[B, num_hidden]`` each; forget-gate bias
+    initialised at +1) and::
+
+        p = W_ph h_T + b_p                             # [B, num_classes], logits
+
+    ``W_ph [C, H]`` Xavier-uniform and ``b_p [C]`` zero, as in :class:`VanillaRNN`,
+    so the two models differ only in their recurrence.
+
+    Args:
+        seq_length: length ``T`` of the input sequences of the course template;
+            the forward pass accepts any ``T``.
+        input_dim: size ``D`` of one input vector (10 for one-hot digits).
+        num_hidden: hidden and cell state size ``H``.
+        num_classes: number of output classes ``C``.
+    """
+
+    def __init__(self, seq_length: int, input_dim: int, num_hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.seq_length = seq_length
+        self.input_dim = input_dim
+        self.num_hidden = num_hidden
+        self.num_classes = num_classes
+        self.lstm = LSTM(num_hidden, input_dim)
+        self.W_ph = nn.Parameter(torch.empty(num_classes, num_hidden))
+        self.b_p = nn.Parameter(torch.empty(num_classes))
+        nn.init.xavier_uniform_(self.W_ph)
+        nn.init.zeros_(self.b_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` for digits ``[B, T]`` or inputs ``[B, T, input_dim]``."""
+        inputs = one_hot_inputs(x, self.input_dim, self.W_ph.dtype)
+        _, (h_last, _) = self.lstm(inputs.transpose(0, 1), return_state=True)
+        return h_last @ self.W_ph.t() + self.b_p

@@ -1,0 +1,131 @@
+"""The hand-written LSTM of part 2: shapes, initialisation, parity with torch.nn.LSTM, the hand-written backward."""
+from __future__ import annotations
+
+import inspect
+import io
+import math
+import tokenize
+
+import pytest
+import torch
+
+import part2.lstm_function as lstm_function
+from part2.lstm_function import GATE_ORDER, LSTMSequence, lstm_sequence_reference
+from part2.model import LSTM
+
+
+def copy_into_torch_lstm(lstm: LSTM) -> torch.nn.LSTM:
+    """A ``torch.nn.LSTM`` with the weights of ``lstm`` (gate order i, f, g, o; the bias all in ``bias_ih``)."""
+    reference = torch.nn.LSTM(lstm.embed_dim, lstm.hidden_dim).to(lstm.weight_x.dtype)
+    with torch.no_grad():
+        for ours, theirs in ((lstm.weight_x, reference.weight_ih_l0), (lstm.weight_h, reference.weight_hh_l0),
+                             (lstm.bias, reference.bias_ih_l0)):
+            theirs.copy_(torch.cat([lstm.gate_slice(ours, gate) for gate in "ifgo"]))
+        reference.bias_hh_l0.zero_()
+    return reference
+
+
+@pytest.mark.parametrize("T,B", [(1, 1), (7, 3), (13, 5)])
+def test_shapes_for_variable_length_and_batch(T: int, B: int) -> None:
+    lstm = LSTM(12, 5)
+    x = torch.randn(T, B, 5)
+    assert lstm(x).shape == (T, B, 12)
+    outputs, (h, c) = lstm(x, return_state=True)
+    assert outputs.shape == (T, B, 12) and h.shape == (B, 12) and c.shape == (B, 12)
+    assert torch.equal(outputs[-1], h)
+
+
+def test_initialisation_bounds_and_forget_bias() -> None:
+    torch.manual_seed(0)
+    H = 64
+    lstm = LSTM(H, 16)
+    bound = 1 / math.sqrt(H)
+    assert lstm.weight_x.shape == (4 * H, 16) and lstm.weight_h.shape == (4 * H, H) and lstm.bias.shape == (4 * H,)
+    for weight in (lstm.weight_x, lstm.weight_h):
+        assert weight.abs().max() <= bound
+        assert weight.abs().max() > 0.9 * bound  # uniform over the whole interval, not a narrower one
+    for gate in GATE_ORDER:
+        b = lstm.gate_slice(lstm.bias, gate)
+        shift = 1.0 if gate == "f" else 0.0
+        assert (b - shift).abs().max() <= bound
+        assert abs((b - shift).mean()) < 0.5 * bound
+    assert lstm.gate_slice(lstm.bias, "f").min() >= 1 - bound
+
+
+def _code_names(source: str) -> list[str]:
+    """The names in the code (strings and comments dropped)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return [tok.string for tok in tokens if tok.type == tokenize.NAME]
+
+
+def test_no_forbidden_modules() -> None:
+    lstm = LSTM(8, 4)
+    assert list(lstm.children()) == []
+    assert all(isinstance(p, torch.nn.Parameter) for p in lstm.parameters())
+    names = _code_names(inspect.getsource(LSTM) + inspect.getsource(lstm_function))
+    assert {"weight_h", "addmm_", "sigmoid_"} <= set(names)  # the filter keeps the code
+    forbidden = {"Linear", "linear", "LSTMCell", "lstm", "lstm_cell", "_VF", "RNN", "RNNBase", "mkldnn_rnn"}
+    assert not set(names) & forbidden
+    # ``LSTM`` itself is the class name; ``nn.LSTM`` / ``torch.LSTM`` would be the module.
+    assert not [pair for pair in zip(names, names[1:]) if pair[1] == "LSTM" and pair[0] in ("nn", "torch")]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_parity_with_torch_lstm(dtype: torch.dtype, tol: float) -> None:
+    torch.manual_seed(1)
+    T, B, E, H = 9, 4, 6, 10
+    lstm = LSTM(H, E).to(dtype)
+    reference = copy_into_torch_lstm(lstm)
+    x = torch.randn(T, B, E, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    outputs, (h, c) = lstm(x, (h0, c0), return_state=True)
+    ref_outputs, (ref_h, ref_c) = reference(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+    torch.testing.assert_close(outputs, ref_outputs, atol=tol, rtol=0)
+    torch.testing.assert_close(h, ref_h[0], atol=tol, rtol=0)
+    torch.testing.assert_close(c, ref_c[0], atol=tol, rtol=0)
+
+    weights = torch.randn(T, B, H, dtype=dtype)
+    ours = torch.autograd.grad((outputs * weights).sum() + (h * c).sum(), [x, h0, c0, lstm.weight_x, lstm.weight_h, lstm.bias])
+    theirs = torch.autograd.grad((ref_outputs * weights).sum() + (ref_h * ref_c).sum(),
+                                 [x, h0, c0, reference.weight_ih_l0, reference.weight_hh_l0, reference.bias_ih_l0])
+    for grad, ref_grad in zip(ours[:3], theirs[:3]):
+        torch.testing.assert_close(grad, ref_grad, atol=tol, rtol=0)
+    for grad, ref_grad in zip(ours[3:], theirs[3:]):
+        torch.testing.assert_close(torch.cat([lstm.gate_slice(grad, gate) for gate in "ifgo"]), ref_grad, atol=tol, rtol=0)
+
+
+def _random_inputs(T: int, B: int, E: int, H: int) -> list[torch.Tensor]:
+    shapes = [(T, B, E), (B, H), (B, H), (4 * H, E), (4 * H, H), (4 * H,)]
+    return [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+
+
+def test_gradcheck_hand_written_backward() -> None:
+    torch.manual_seed(2)
+    inputs = _random_inputs(5, 3, 4, 3)
+    assert torch.autograd.gradcheck(LSTMSequence.apply, inputs)
+    # Only the outputs used (no gradient reaches the final state) and only the final state used.
+    assert torch.autograd.gradcheck(lambda *args: LSTMSequence.apply(*args)[0], inputs)
+    assert torch.autograd.gradcheck(lambda *args: LSTMSequence.apply(*args)[2], inputs)
+
+
+def test_hand_written_backward_matches_autograd_reference() -> None:
+    torch.manual_seed(3)
+    inputs = _random_inputs(6, 2, 3, 5)
+    ours = LSTMSequence.apply(*inputs)
+    ref = lstm_sequence_reference(*inputs)
+    weights = [torch.randn_like(t) for t in ours]
+    grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ours, weights)), inputs)
+    ref_grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), inputs)
+    for a, b in zip(ours + grads, ref + ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_state_carrying_equals_one_long_sequence() -> None:
+    torch.manual_seed(4)
+    lstm = LSTM(7, 3)
+    x = torch.randn(10, 2, 3)
+    full = lstm(x)
+    first, state = lstm(x[:4], return_state=True)
+    second = lstm(x[4:], state)
+    torch.testing.assert_close(torch.cat([first, second]), full, atol=1e-6, rtol=0)

@@ -1,0 +1,212 @@
+"""QM9 from qm9pack: graphs, atom order, targets, splits, features and batching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from part3 import data as qm9
+
+NUM_CHECKED = 3_000  # molecules rebuilt or checked against coordinates
+
+
+@pytest.fixture(scope="module")
+def dataset(qm9_data_dir):
+    """The full dataset, processed once per session in the shared ``qm9_data_dir``."""
+    return qm9.QM9(qm9_data_dir / "qm9")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return qm9.read_qm9pack()
+
+
+@pytest.fixture(scope="module")
+def splits(dataset, qm9_data_dir):
+    return qm9.get_qm9(qm9_data_dir)
+
+
+def _edge_graph(dataset):
+    counts = dataset.slices["edge_index"].diff()
+    return torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+
+def test_size_and_one_hot_features(dataset):
+    data = dataset._data
+    assert len(dataset) == qm9.QM9_SIZE == 130_831
+    assert data.x.shape[1] == qm9.Z_ONE_HOT_DIM == 5
+    assert data.edge_attr.shape[1] == qm9.EDGE_ATTR_DIM == 4
+    for one_hot in (data.x, data.edge_attr):
+        assert set(one_hot.unique().tolist()) == {0.0, 1.0}
+        assert torch.all(one_hot.sum(dim=1) == 1)
+    assert torch.equal(torch.tensor(qm9.ATOMIC_NUMBERS)[data.x.argmax(dim=1)], data.z)
+    assert dataset.slices["x"].diff().max().item() == qm9.MAX_NUM_NODES
+    assert data.y.shape == (len(dataset), len(qm9.TARGETS))
+
+
+def test_atoms_follow_the_element_lists_of_qm9pack(dataset, frame):
+    elements = [qm9.parse_elements(e) for e in frame["Elements"]]
+    assert dataset.slices["x"].diff().tolist() == [len(e) for e in elements]
+    symbols = np.array(qm9.ATOM_SYMBOLS)[dataset._data.x.argmax(dim=1).numpy()]
+    assert np.array_equal(symbols, np.concatenate(elements))
+    assert torch.equal(dataset._data.idx, torch.from_numpy(frame["Index"].to_numpy()))
+
+
+def test_every_bond_appears_in_both_directions_with_one_type(dataset):
+    data = dataset._data
+    graph = _edge_graph(dataset)
+    source, target = data.edge_index
+    bond_type = data.edge_attr.argmax(dim=1)
+    num_nodes = dataset.slices["x"].diff()[graph]
+    assert torch.all((source >= 0) & (source < num_nodes) & (target >= 0) & (target < num_nodes))
+    assert not torch.any(source == target)
+
+    def keys(a, b):
+        return torch.sort(((graph * 29 + a) * 29 + b) * 4 + bond_type).values
+
+    forward, backward = keys(source, target), keys(target, source)
+    assert torch.equal(forward, backward)
+    assert forward.unique().numel() == forward.numel()  # no duplicate bonds
+
+
+def test_hydrogens_have_one_single_bond(dataset):
+    data = dataset._data
+    is_hydrogen = data.z[
+        dataset.slices["x"][:-1][_edge_graph(dataset)] + data.edge_index[0]
+    ] == 1
+    degree = torch.zeros(len(data.z), dtype=torch.long)
+    global_source = dataset.slices["x"][:-1][_edge_graph(dataset)] + data.edge_index[0]
+    degree.index_add_(0, global_source, torch.ones_like(global_source))
+    assert torch.all(degree[data.z == 1] == 1)
+    assert torch.all(data.edge_attr[is_hydrogen].argmax(dim=1) == 0)
+
+
+def test_bonds_join_nearby_atoms_in_xyz_order(dataset, frame):
+    """Bond lengths from the XYZ coordinates confirm that node i is atom i of the XYZ file."""
+    radius = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "F": 0.57}
+    rows = np.linspace(0, len(frame) - 1, NUM_CHECKED).astype(int)
+    for row in rows:
+        molecule = dataset[int(row)]
+        xyz = qm9.parse_coordinates(frame["XYZ_Ang"].iloc[row])
+        r = np.array([radius[s] for s in qm9.parse_elements(frame["Elements"].iloc[row])])
+        source, target = molecule.edge_index.numpy()
+        lengths = np.linalg.norm(xyz[source] - xyz[target], axis=1)
+        assert np.all(lengths < r[source] + r[target] + 0.45), frame["SMILES"].iloc[row]
+
+
+def test_smiles_to_graph_reorders_hydrogens_to_xyz_order(frame):
+    # Two molecules whose XYZ files interleave hydrogens with heavy atoms:
+    # H-C#C-C#N lists its H before the N, a zwitterion lists [NH3+]'s hydrogens after the N.
+    for smiles in ("C#CC#N", "CC1(OC1C[NH3+])C([O-])=O"):
+        row = frame.index[frame["SMILES"] == smiles][0]
+        elements = qm9.parse_elements(frame["Elements"].iloc[row])
+        xyz = qm9.parse_coordinates(frame["XYZ_Ang"].iloc[row])
+        atom_types, bonds, bond_types = qm9.smiles_to_graph(smiles, elements, xyz)
+        assert [qm9.ATOM_SYMBOLS[t] for t in atom_types] == elements
+        hydrogen_bonds = (atom_types[bonds] == 0).any(axis=1)
+        lengths = np.linalg.norm(xyz[bonds[:, 0]] - xyz[bonds[:, 1]], axis=1)
+        assert np.all(lengths[hydrogen_bonds] < 1.2) and np.all(lengths < 1.9)
+        assert set(bond_types.tolist()) <= {0, 1, 2, 3}
+
+
+def test_smiles_to_graph_rejects_inconsistent_molecules():
+    methane = np.array([[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                        [0.63, -0.63, -0.63]])
+    qm9.smiles_to_graph("C", ["C", "H", "H", "H", "H"], methane)
+    with pytest.raises(ValueError, match="differ from the element list"):
+        qm9.smiles_to_graph("N", ["C", "H", "H", "H", "H"], methane)
+    with pytest.raises(ValueError, match="cannot parse"):
+        qm9.smiles_to_graph("C1CC", ["C"], methane[:1])
+    ethanol_far = np.array([[0, 0, 0], [5, 0, 0], [10, 0, 0]] + [[0, 1, 0]] * 6, dtype=float)
+    with pytest.raises(ValueError, match="do not fit the coordinates"):
+        qm9.smiles_to_graph("CCO", ["C", "C", "O"] + ["H"] * 6, ethanol_far)
+
+
+def test_targets_are_atomization_and_internal_energies_in_ev(dataset, frame):
+    u0_atom, u0 = dataset._data.y.double().T
+    assert u0_atom.mean().item() == pytest.approx(-76.12, abs=0.01)
+    assert u0_atom.std().item() == pytest.approx(10.32, abs=0.01)
+    assert u0[0].item() == pytest.approx(-40.47893 * 27.211386, rel=1e-6)  # methane, Hartree -> eV
+    methane_atoms = -37.846772 - 4 * 0.500273
+    assert u0_atom[0].item() == pytest.approx((-40.47893 - methane_atoms) * 27.211386, abs=1e-3)
+
+
+def test_splits_and_z_scoring_use_training_statistics_only(dataset, splits):
+    train, valid, test = splits
+    assert (len(train), len(valid), len(test)) == (100_000, 10_000, 20_831)
+    all_indices = torch.tensor(train.indices() + valid.indices() + test.indices())
+    assert torch.equal(torch.sort(all_indices).values, torch.arange(qm9.QM9_SIZE))
+
+    raw = dataset._data.y[:, 0].double()
+    train_raw = raw[train.indices()]
+    assert train.target_mean == pytest.approx(train_raw.mean().item(), abs=1e-9)
+    assert train.target_std == pytest.approx(train_raw.std().item(), abs=1e-9)
+    assert abs(train.target_mean - raw.mean().item()) > 1e-3  # the full-set mean would differ
+    y = train._data.y[train.indices(), 0].double()
+    assert y.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert y.std().item() == pytest.approx(1.0, abs=1e-5)
+    restored = test._data.y[test.indices(), 0].double() * test.target_std + test.target_mean
+    assert torch.allclose(restored, raw[test.indices()], atol=1e-3)
+
+
+def test_the_course_permutation_file_orders_the_split(qm9_data_dir, dataset, shared_data):
+    path = shared_data / "qm9" / "permute.pt"
+    permutation = torch.load(path, weights_only=True)
+    train, valid, test = qm9.get_qm9(qm9_data_dir, permutation=path, target="U0")
+    assert train.indices() == permutation[:100_000].tolist()
+    assert valid.indices() == permutation[100_000:110_000].tolist()
+    assert test.indices() == permutation[110_000:].tolist()
+    raw_u0 = dataset._data.y[permutation[:100_000], 1].double()
+    assert train.target_mean == pytest.approx(raw_u0.mean().item(), abs=1e-9)
+
+
+def test_bad_arguments_give_clear_errors(qm9_data_dir, dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown target"):
+        qm9.get_qm9(qm9_data_dir, target="gap")
+    with pytest.raises(FileNotFoundError, match="--permutation"):
+        qm9.get_qm9(qm9_data_dir, permutation=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="permutation of range"):
+        qm9.get_qm9(qm9_data_dir, permutation=torch.zeros(qm9.QM9_SIZE, dtype=torch.long))
+
+
+def test_mlp_features_are_padded_atoms_and_dense_bonds(splits):
+    train = splits[0]
+    molecules = qm9.GraphLoader(train[:16], batch_size=16).collate(torch.tensor(train.indices()[:16]))
+    features = qm9.get_mlp_features(molecules)
+    assert qm9.FLAT_INPUT_DIM == 29 * 5 + 29 * 29 * 4 == 3509
+    assert features.shape == (16, qm9.FLAT_INPUT_DIM)
+    for g in range(16):
+        molecule = molecules.get_example(g)
+        n = molecule.num_nodes
+        atoms = features[g, : 29 * 5].view(29, 5)
+        adjacency = features[g, 29 * 5 :].view(29, 29, 4)
+        assert torch.equal(atoms[:n], molecule.x) and not atoms[n:].any()
+        expected = torch.zeros(29, 29, 4)
+        expected[molecule.edge_index[0], molecule.edge_index[1]] = molecule.edge_attr
+        assert torch.equal(adjacency, expected)
+
+
+def test_graph_loader_batches_like_pytorch_geometric(splits):
+    valid = splits[1][:300]
+    loader = qm9.GraphLoader(valid, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for molecules in loader:
+        seen += molecules.idx.tolist() if hasattr(molecules, "idx") else []
+        reference = Batch.from_data_list([valid.get(int(i)) for i in molecules.graph_ids])
+        for key in ("x", "z", "edge_index", "edge_attr", "y", "batch", "ptr"):
+            assert torch.equal(molecules[key], reference[key]), key
+    assert len(loader) == 5
+    assert sorted(i for b in loader for i in b.graph_ids.tolist()) == sorted(valid.indices())
+
+
+def test_cached_reload_equals_a_fresh_build(dataset, frame, qm9_data_dir):
+    reloaded = qm9.QM9(qm9_data_dir / "qm9")
+    for key in ("x", "z", "edge_index", "edge_attr", "y", "idx"):
+        assert torch.equal(reloaded._data[key], dataset._data[key]), key
+        assert torch.equal(reloaded.slices[key], dataset.slices[key]), key
+    tensors, slices = qm9.build_qm9_tensors(frame.iloc[:NUM_CHECKED], num_workers=2)
+    for key, value in tensors.items():
+        end = slices[key][-1]
+        assert torch.equal(value, dataset._data[key][:end]), key
+        assert torch.equal(slices[key], dataset.slices[key][: NUM_CHECKED + 1]), key
