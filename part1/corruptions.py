@@ -17,6 +17,7 @@ jpeg           JPEG quality                  90, 70, 50, 30, 10
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -95,7 +96,11 @@ class JPEGCompression:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch = x if x.dim() == 4 else x.unsqueeze(0)
         as_uint8 = batch.mul(255).round_().clamp_(0, 255).to("cpu", torch.uint8)
-        decoded = decode_jpeg(encode_jpeg(list(as_uint8), quality=self.quality))
+        with warnings.catch_warnings():
+            # torchvision 0.29 flags its libjpeg bindings as deprecated in favour of TorchCodec,
+            # which is not a dependency here; they still work and are batched.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg(encode_jpeg(list(as_uint8), quality=self.quality))
         out = torch.stack(decoded).to(x.device, x.dtype).div_(255)
         return out if x.dim() == 4 else out[0]
 

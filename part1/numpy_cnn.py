@@ -290,7 +290,7 @@ def convolution2D_backward_input(
     # ph .. ph+IH-1 (and likewise columns) of dXp are needed, which the slice of D
     # below selects, so the padding border is never computed.
     dilated = np.zeros((N, F, IH + 2 * ph + FH - 1, IW + 2 * pw + FW - 1), dtype=dtype)
-    dilated[:, :, FH - 1 : FH - 1 + OH * sh : sh, FW - 1 : FW - 1 + OW * sw : sw] = dY
+    dilated[:, :, FH - 1 : FH - 1 + OH * sh : 1, FW - 1 : FW - 1 + OW * sw : sw] = dY
     flipped = W.astype(dtype, copy=False).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     needed = dilated[:, :, ph : ph + IH + FH - 1, pw : pw + IW + FW - 1]
     return _correlate(needed, flipped, (1, 1))
@@ -299,33 +299,22 @@ def convolution2D_backward_input(
 # --------------------------------------------------------------------------- #
 # Max-pooling
 # --------------------------------------------------------------------------- #
-def _pool_max(X: np.ndarray, f: int, s: int, OH: int, OW: int) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum of every pooling window and its offset ``i * f + j`` inside the window.
+def _window_offset(offset: int, f: int, s: int, OH: int, OW: int) -> tuple:
+    """Index of the pixels at offset ``(i, j) = divmod(offset, f)`` in every pooling window.
 
-    Scans the ``f * f`` window offsets in row-major order, each step one
-    vectorised comparison of the strided slice ``X[:, :, i::s, j::s]`` (cropped to
-    ``(OH, OW)``) with the running maximum. A later element replaces the maximum
-    only if it is strictly larger (or NaN), which is the rule of PyTorch's
-    ``max_pool2d``: the first maximum in row-major order wins, NaN propagates.
-
-    Returns:
-        ``(values, offsets)``, both of shape ``(N, C, OH, OW)``.
+    ``X[idx][n, c, oh, ow] = X[n, c, oh*s + i, ow*s + j]``: a strided view of
+    shape ``(N, C, OH, OW)``, one element per window.
     """
-    values = X[:, :, : (OH - 1) * s + 1 : s, : (OW - 1) * s + 1 : s].copy()
-    offsets = np.zeros(values.shape, dtype=np.intp)
-    for offset in range(1, f * f):
-        i, j = divmod(offset, f)
-        candidate = X[:, :, i : i + (OH - 1) * s + 1 : s, j : j + (OW - 1) * s + 1 : s]
-        better = (candidate > values) | np.isnan(candidate)
-        np.copyto(values, candidate, where=better)
-        offsets[better] = offset
-    return values, offsets
+    i, j = divmod(offset, f)
+    return ..., slice(i, i + (OH - 1) * s + 1, s), slice(j, j + (OW - 1) * s + 1, s)
 
 
 def pool_forward(X: np.ndarray, f: int, s: int) -> np.ndarray:
     """Max-pooling with an ``f x f`` window and stride ``s`` (no padding).
 
-    ``Y[n, c, oh, ow] = max_{0 <= i, j < f} X[n, c, oh*s + i, ow*s + j]``
+    ``Y[n, c, oh, ow] = max_{0 <= i, j < f} X[n, c, oh*s + i, ow*s + j]``,
+    computed as an element-wise maximum over the ``f * f`` strided views
+    ``X[:, :, i::s, j::s]`` (one vectorised step per window offset).
 
     Args:
         X: images, shape ``(N, C, IH, IW)``.
@@ -336,7 +325,10 @@ def pool_forward(X: np.ndarray, f: int, s: int) -> np.ndarray:
         ``Y`` of shape ``(N, C, 1 + (IH - f) // s, 1 + (IW - f) // s)``.
     """
     X, (OH, OW) = check_pool_args(X, f, s)
-    return _pool_max(X, f, s, OH, OW)[0]
+    Y = X[_window_offset(0, f, s, OH, OW)].copy()
+    for offset in range(1, f * f):
+        np.maximum(Y, X[_window_offset(offset, f, s, OH, OW)], out=Y)
+    return Y
 
 
 def pool_back(grad_pool: np.ndarray, X: np.ndarray, f: int, s: int) -> np.ndarray:
@@ -359,15 +351,16 @@ def pool_back(grad_pool: np.ndarray, X: np.ndarray, f: int, s: int) -> np.ndarra
     """
     X, (OH, OW) = check_pool_args(X, f, s)
     dY = check_grad_shape(grad_pool, X.shape[:2] + (OH, OW), "grad_pool")
-    offsets = _pool_max(X, f, s, OH, OW)[1]
+    Y = pool_forward(X, f, s)
     dX = np.zeros(X.shape, dtype=float_dtype(dY, X))
-    # One vectorised step per window offset (i, j): the windows whose maximum sits
-    # at that offset add their gradient to the pixels they cover there. Within a
-    # step the target pixels are distinct, and each window takes part in exactly
-    # one step, so overlapping windows accumulate correctly.
-    for offset in range(f * f):
-        i, j = divmod(offset, f)
-        dX[:, :, i : i + (OH - 1) * s + 1 : s, j : j + (OW - 1) * s + 1 : s] += np.where(
-            offsets == offset, dY, 0
-        )
+    # Visit the window offsets in row-major order; a window routes its gradient at
+    # the first offset that holds its maximum. Within one offset the target pixels
+    # of different windows are distinct, so `+=` never collides, and overlapping
+    # windows accumulate over the offsets.
+    unrouted = np.ones(Y.shape, dtype=bool)
+    for offset in reversed(range(f * f)):
+        index = _window_offset(offset, f, s, OH, OW)
+        first_max = unrouted & (X[index] == Y)
+        dX[index] += np.where(first_max, dY, 0)
+        unrouted &= ~first_max
     return dX

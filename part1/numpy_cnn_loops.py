@@ -2,8 +2,10 @@
 
 Same names, signatures and results as :mod:`part1.numpy_cnn` (``zero_padding``
 is shared with it), written to read like the formulas: one loop per output
-element (or per window), each body a single line of the equation. It is slow (seconds for a ResNet-sized layer) and
-exists to learn from and to test the vectorised version against.
+element (or per window), each body a single line of the equation. It is slow
+(seconds for a ResNet-sized layer) and exists to learn from and to test the
+vectorised version against. (NaN inputs are not handled specially here; the
+vectorised ``pool_back`` follows PyTorch's NaN rule as well.)
 
 Shapes: images ``(N, C, H, W)``, filters ``(F, C, FH, FW)``, stride ``(sh, sw)``,
 padding ``(ph, pw)``; ``Xp`` is the zero-padded input.

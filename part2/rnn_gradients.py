@@ -19,7 +19,9 @@ Two claims of the written answer are computed here in float64:
    (``jacobian_product_norms``).
 
 Run ``python -m part2.rnn_gradients --results_dir assets/part2`` to print both
-checks and write ``gradient_norms.png`` and ``gradient_norms.json``.
+checks and write ``gradient_norms.png`` and ``gradient_norms.json``. The
+computation is tiny and exact in float64 on the CPU, so the script takes no
+``--device`` or ``--data_dir``.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class RNNParams:
     W_ph: torch.Tensor
     b_p: torch.Tensor
 
-    def requires_grad_(self) -> "RNNParams":
+    def as_leaves(self) -> "RNNParams":
         """Copies of all weights that are leaves of a new autograd graph."""
         return RNNParams(*(p.detach().clone().requires_grad_(True) for p in self.as_tuple()))
 
@@ -60,16 +62,15 @@ def random_rnn_params(
     hidden_dim: int,
     output_dim: int,
     generator: torch.Generator,
-    recurrent_scale: float = 1.0,
 ) -> RNNParams:
-    """Gaussian weights with variance ``1 / fan_in`` (``W_hh`` times ``recurrent_scale``), float64."""
+    """Gaussian weights and biases with variance ``1 / fan_in``, float64."""
 
     def gaussian(*shape: int, fan_in: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator, dtype=DTYPE) / math.sqrt(fan_in)
 
     return RNNParams(
         W_hx=gaussian(hidden_dim, input_dim, fan_in=input_dim),
-        W_hh=recurrent_scale * gaussian(hidden_dim, hidden_dim, fan_in=hidden_dim),
+        W_hh=gaussian(hidden_dim, hidden_dim, fan_in=hidden_dim),
         b_h=gaussian(hidden_dim, fan_in=hidden_dim),
         W_ph=gaussian(output_dim, hidden_dim, fan_in=hidden_dim),
         b_p=gaussian(output_dim, fan_in=hidden_dim),
@@ -102,7 +103,7 @@ def autograd_gradients(
     params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int, t: int = 3
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dL^(t)/dW_hh, dL^(t)/dW_ph)`` computed by autograd."""
-    leaves = params.requires_grad_()
+    leaves = params.as_leaves()
     loss = loss_at(leaves, xs, h0, target, t)
     grad_hh, grad_ph = torch.autograd.grad(loss, (leaves.W_hh, leaves.W_ph))
     return grad_hh, grad_ph

@@ -118,36 +118,28 @@ def parse_coordinates(xyz: str) -> np.ndarray:
 
 
 def _match_heavy_atoms(
-    symbols: np.ndarray,
-    bonds: np.ndarray,
-    elements: np.ndarray,
-    xyz_index: np.ndarray,
-    close: np.ndarray,
-    coordinates: np.ndarray,
+    symbols: Sequence[str], bonds: np.ndarray, elements: Sequence[str], close: np.ndarray, distance: np.ndarray
 ) -> np.ndarray | None:
-    """XYZ positions of the SMILES heavy atoms: the element-preserving map that puts every bond on a close pair.
+    """XYZ heavy-atom number of each SMILES heavy atom, keeping elements and putting every bond on a close pair.
 
     Depth-first search over the heavy atoms (at most 9 in QM9); among all
     valid maps the one with the shortest total bond length wins, which only
     matters if non-bonded atoms happen to be close.
 
     Args:
-        symbols: ``[h]`` elements of the SMILES heavy atoms (RDKit indices ``0..h-1``).
-        bonds: ``[b, 2]`` heavy-atom bonds in RDKit indices.
+        symbols: ``[h]`` elements of the SMILES heavy atoms.
+        bonds: ``[b, 2]`` heavy-atom bonds in SMILES numbering.
         elements: ``[h]`` elements of the XYZ heavy atoms, in XYZ order.
-        xyz_index: ``[h]`` XYZ index of each XYZ heavy atom.
-        close: ``[n, n]`` whether two XYZ atoms are close enough to be bonded.
-        coordinates: ``[n, 3]`` XYZ positions.
+        close: ``[h, h]`` whether two XYZ heavy atoms are close enough to be bonded.
+        distance: ``[h, h]`` distances between the XYZ heavy atoms.
 
     Returns:
-        ``[h]`` XYZ index of each SMILES heavy atom, or ``None`` if no map exists.
+        ``[h]`` index among the XYZ heavy atoms for each SMILES heavy atom, or ``None`` if no map exists.
     """
     num_heavy = len(symbols)
-    neighbours: list[list[int]] = [[] for _ in range(num_heavy)]
+    earlier_neighbours: list[list[int]] = [[] for _ in range(num_heavy)]
     for a, b in bonds.tolist():
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    distance = np.linalg.norm(coordinates[:, None] - coordinates[None], axis=2)
+        earlier_neighbours[max(a, b)].append(min(a, b))
     best: tuple[float, list[int]] | None = None
     chosen = [-1] * num_heavy
     used = [False] * num_heavy
@@ -158,19 +150,18 @@ def _match_heavy_atoms(
             if best is None or length < best[0]:
                 best = (length, chosen.copy())
             return
+        placed = [chosen[n] for n in earlier_neighbours[atom]]
         for candidate in range(num_heavy):
             if used[candidate] or elements[candidate] != symbols[atom]:
                 continue
-            placed = [chosen[n] for n in neighbours[atom] if n < atom]
-            target = xyz_index[candidate]
-            if not all(close[target, xyz_index[p]] for p in placed):
+            if not all(close[candidate, p] for p in placed):
                 continue
             used[candidate], chosen[atom] = True, candidate
-            extend(atom + 1, length + sum(distance[target, xyz_index[p]] for p in placed))
+            extend(atom + 1, length + sum(distance[candidate, p] for p in placed))
             used[candidate], chosen[atom] = False, -1
 
     extend(0, 0.0)
-    return None if best is None else xyz_index[np.array(best[1])]
+    return None if best is None else np.array(best[1])
 
 
 def smiles_to_graph(
@@ -178,13 +169,17 @@ def smiles_to_graph(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Atoms and bonds of one molecule, with the atoms in QM9's XYZ order.
 
-    RDKit numbers the heavy atoms in SMILES order and appends the hydrogens,
-    while the XYZ files interleave some hydrogens. The heavy atoms keep their
-    relative order in both, so the i-th heavy atom of the SMILES becomes the
-    i-th heavy atom of the XYZ file (checked: the elements must agree and every
-    bond between them must be at most 0.45 Angstrom longer than the sum of the
-    covalent radii). Each XYZ hydrogen is then given to the nearest heavy atom
-    that still lacks one of the hydrogens the SMILES assigns it.
+    The heavy atoms, their bonds and bond orders and the number of hydrogens on
+    each heavy atom (the hydrogens ``Chem.AddHs`` would add) come from the
+    SMILES; the coordinates decide which XYZ atom is which. The heavy atoms
+    almost always come in SMILES order in the XYZ file, so the i-th heavy atom
+    of the SMILES becomes the i-th heavy atom of the XYZ file if the elements
+    agree and every bond joins atoms at most 0.45 Angstrom farther apart than
+    the sum of their covalent radii; otherwise (small symmetric molecules such
+    as C#CC#C, whose XYZ files list the inner atoms first) a search finds the
+    map that satisfies both. Each XYZ hydrogen is bonded to its nearest heavy
+    atom; where that disagrees with the SMILES' hydrogen counts, hydrogens are
+    handed to the heavy atoms that still need one, shortest distance first.
 
     Args:
         smiles: the molecule's SMILES.
@@ -203,72 +198,155 @@ def smiles_to_graph(
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise ValueError(f"RDKit cannot parse the SMILES {smiles!r}")
-    mol = Chem.AddHs(mol)
-    symbols = np.array([atom.GetSymbol() for atom in mol.GetAtoms()])
-    elements = np.asarray(elements)
-    if sorted(symbols.tolist()) != sorted(elements.tolist()):
-        raise ValueError(f"atoms of SMILES {smiles!r} ({''.join(symbols)}) differ from the element list ({''.join(elements)})")
-    bonds = np.array(
+    atoms = [mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())]
+    symbols = [atom.GetSymbol() for atom in atoms]
+    hydrogen_counts = [atom.GetTotalNumHs() for atom in atoms]
+    xyz_heavy = [i for i, element in enumerate(elements) if element != "H"]
+    xyz_hydrogens = [i for i, element in enumerate(elements) if element == "H"]
+    if sorted(symbols) != sorted(elements[i] for i in xyz_heavy) or sum(hydrogen_counts) != len(xyz_hydrogens):
+        with_hs = "".join(symbols) + "H" * sum(hydrogen_counts)
+        raise ValueError(f"atoms of SMILES {smiles!r} ({with_hs}) differ from the element list ({''.join(elements)})")
+    heavy_bonds = np.array(
         [(b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _BOND_TYPE_INDEX[b.GetBondType()]) for b in mol.GetBonds()],
         dtype=np.int64,
     ).reshape(-1, 3)
 
-    # position[rdkit index] = XYZ index
-    position = np.empty(len(symbols), dtype=np.int64)
-    is_h_bond = (symbols[bonds[:, 0]] == "H") | (symbols[bonds[:, 1]] == "H")
-    heavy_bonds = bonds[~is_h_bond, :2]
-    rdkit_heavy = np.flatnonzero(symbols != "H")
-    xyz_heavy = np.flatnonzero(elements != "H")
-    radius = np.array([_COVALENT_RADIUS[s] for s in elements])
-    close = np.linalg.norm(coordinates[:, None] - coordinates[None], axis=2) <= (
-        radius[:, None] + radius[None] + _BOND_TOLERANCE
-    )
-    position[rdkit_heavy] = xyz_heavy
-    # Usually the heavy atoms come in SMILES order; small symmetric molecules
-    # (e.g. C#CC#C, whose XYZ file lists the two inner carbons first) need a search.
+    radius = np.array([_COVALENT_RADIUS[e] for e in elements])
+    distance = np.sqrt(((coordinates[:, None] - coordinates[None]) ** 2).sum(axis=2))
+    close = distance <= radius[:, None] + radius[None] + _BOND_TOLERANCE
+    xyz_heavy_array = np.array(xyz_heavy)
+    heavy_close = close[np.ix_(xyz_heavy_array, xyz_heavy_array)]
+    # heavy_position[SMILES heavy atom] = index among the XYZ heavy atoms
+    heavy_position = np.arange(len(symbols))
     if not (
-        np.array_equal(symbols[rdkit_heavy], elements[xyz_heavy])
-        and close[position[heavy_bonds[:, 0]], position[heavy_bonds[:, 1]]].all()
+        symbols == [elements[i] for i in xyz_heavy] and heavy_close[heavy_bonds[:, 0], heavy_bonds[:, 1]].all()
     ):
-        mapping = _match_heavy_atoms(symbols[rdkit_heavy], heavy_bonds, elements[xyz_heavy], xyz_heavy, close, coordinates)
+        heavy_distance = distance[np.ix_(xyz_heavy_array, xyz_heavy_array)]
+        mapping = _match_heavy_atoms(
+            symbols, heavy_bonds[:, :2], [elements[i] for i in xyz_heavy], heavy_close, heavy_distance
+        )
         if mapping is None:
             raise ValueError(f"bonds of SMILES {smiles!r} do not fit the coordinates")
-        position[rdkit_heavy] = mapping
+        heavy_position = mapping
+    # needed[k] = hydrogens the SMILES puts on the k-th XYZ heavy atom
+    needed = np.zeros(len(symbols), dtype=np.int64)
+    needed[heavy_position] = hydrogen_counts
 
-    # Hydrogens: (rdkit H, rdkit parent) pairs; match XYZ hydrogens to parents greedily by distance.
-    h_pairs = bonds[is_h_bond, :2]
-    h_pairs = np.where(symbols[h_pairs[:, :1]] == "H", h_pairs, h_pairs[:, ::-1])
-    xyz_hydrogens = np.flatnonzero(elements == "H")
-    parents = position[h_pairs[:, 1]]
-    distance = np.linalg.norm(coordinates[xyz_hydrogens, None] - coordinates[None, parents], axis=2)
-    free_h = np.ones(len(xyz_hydrogens), dtype=bool)
-    free_slot = np.ones(len(parents), dtype=bool)
-    for flat in np.argsort(distance, axis=None, kind="stable"):
-        h, slot = divmod(int(flat), len(parents))
-        if free_h[h] and free_slot[slot]:
-            position[h_pairs[slot, 0]] = xyz_hydrogens[h]
-            free_h[h] = free_slot[slot] = False
-    atom_types = np.array([_ATOM_TYPE_INDEX[s] for s in elements], dtype=np.int64)
-    return atom_types, position[bonds[:, :2]], bonds[:, 2]
+    parent = np.empty(0, dtype=np.int64)
+    if xyz_hydrogens:
+        h_distance = distance[np.ix_(np.array(xyz_hydrogens), xyz_heavy_array)]
+        parent = np.argmin(h_distance, axis=1)
+        if not np.array_equal(np.bincount(parent, minlength=len(symbols)), needed):
+            # A hydrogen nearer to another heavy atom than to its SMILES parent
+            # (e.g. across a hydrogen bond): assign greedily under the SMILES counts.
+            parent = np.full(len(xyz_hydrogens), -1)
+            for flat in np.argsort(h_distance, axis=None, kind="stable").tolist():
+                h, heavy = divmod(flat, len(symbols))
+                if parent[h] < 0 and needed[heavy] > 0:
+                    parent[h] = heavy
+                    needed[heavy] -= 1
+
+    bonds = np.concatenate(
+        [
+            xyz_heavy_array[heavy_position[heavy_bonds[:, :2]]].reshape(-1, 2),
+            np.stack([xyz_heavy_array[parent], np.array(xyz_hydrogens, dtype=np.int64)], axis=1).reshape(-1, 2),
+        ]
+    )
+    bond_types = np.concatenate([heavy_bonds[:, 2], np.zeros(len(xyz_hydrogens), dtype=np.int64)])
+    atom_types = np.array([_ATOM_TYPE_INDEX[e] for e in elements], dtype=np.int64)
+    return atom_types, bonds, bond_types
 
 
 def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.ndarray, ...]:
-    """Graphs of a chunk of molecules, concatenated (a worker's unit of work)."""
+    """Graphs of a chunk of molecules (a worker's unit of work).
+
+    Does what :func:`smiles_to_graph` does, but with the geometric checks
+    vectorised over the chunk: RDKit runs per molecule, the bond lengths and the
+    nearest heavy atom of every hydrogen are computed for all molecules at once,
+    and only molecules that fail a check (about 0.3 %) go through
+    :func:`smiles_to_graph` one by one.
+
+    Returns:
+        ``(atom_types [atoms], num_atoms [molecules], bond_molecule [bonds],
+        bonds [bonds, 2], bond_types [bonds])`` with chunk-local molecule numbers
+        and molecule-local atom numbers in XYZ order.
+    """
     RDLogger.DisableLog("rdApp.*")
-    atom_types, num_atoms, bonds, bond_types, num_bonds = [], [], [], [], []
-    for smiles, elements, xyz in zip(*rows):
-        types, pairs, kinds = smiles_to_graph(smiles, parse_elements(elements), parse_coordinates(xyz))
-        atom_types.append(types)
-        num_atoms.append(len(types))
-        bonds.append(pairs)
-        bond_types.append(kinds)
-        num_bonds.append(len(kinds))
+    smiles_list, element_strings, xyz_strings = rows
+    elements = [parse_elements(e) for e in element_strings]
+    num_molecules = len(elements)
+    num_atoms = np.array([len(e) for e in elements], dtype=np.int64)
+    atom_types = np.array([_ATOM_TYPE_INDEX[s] for e in elements for s in e], dtype=np.int64)
+    coordinates = parse_coordinates(",".join(xyz_strings))
+    if len(coordinates) != len(atom_types):
+        raise ValueError("the coordinate and element columns of qm9pack disagree on the number of atoms")
+    molecule_of_atom = np.repeat(np.arange(num_molecules), num_atoms)
+    local = np.arange(len(atom_types)) - np.repeat(np.cumsum(num_atoms) - num_atoms, num_atoms)
+    positions = np.zeros((num_molecules, MAX_NUM_NODES, 3))
+    positions[molecule_of_atom, local] = coordinates
+    radius = np.zeros((num_molecules, MAX_NUM_NODES))
+    radius[molecule_of_atom, local] = np.array([_COVALENT_RADIUS[s] for s in ATOM_SYMBOLS])[atom_types]
+
+    needed = np.zeros((num_molecules, MAX_NUM_NODES), dtype=np.int64)  # hydrogens per XYZ heavy atom
+    bond_molecule, bond_pairs, bond_types = [], [], []
+    slow: set[int] = set()
+    for m, (smiles, molecule_elements) in enumerate(zip(smiles_list, elements)):
+        mol = Chem.MolFromSmiles(smiles)
+        heavy = [i for i, element in enumerate(molecule_elements) if element != "H"]
+        if mol is None or mol.GetNumAtoms() != len(heavy):
+            slow.add(m)  # smiles_to_graph raises the precise error
+            continue
+        atoms = [mol.GetAtomWithIdx(i) for i in range(len(heavy))]
+        if [atom.GetSymbol() for atom in atoms] != [molecule_elements[i] for i in heavy]:
+            slow.add(m)
+            continue
+        needed[m, heavy] = [atom.GetTotalNumHs() for atom in atoms]
+        for bond in mol.GetBonds():
+            bond_molecule.append(m)
+            bond_pairs.append((heavy[bond.GetBeginAtomIdx()], heavy[bond.GetEndAtomIdx()]))
+            bond_types.append(_BOND_TYPE_INDEX[bond.GetBondType()])
+    bond_molecule_array = np.array(bond_molecule, dtype=np.int64)
+    bond_pair_array = np.array(bond_pairs, dtype=np.int64).reshape(-1, 2)
+    bond_type_array = np.array(bond_types, dtype=np.int64)
+
+    # Heavy-atom bonds must join close atoms.
+    first, second = bond_pair_array.T
+    length = np.linalg.norm(positions[bond_molecule_array, first] - positions[bond_molecule_array, second], axis=1)
+    limit = radius[bond_molecule_array, first] + radius[bond_molecule_array, second] + _BOND_TOLERANCE
+    slow.update(bond_molecule_array[length > limit].tolist())
+
+    # Each hydrogen bonds to its nearest heavy atom, if that reproduces the SMILES' hydrogen counts.
+    distance = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=3)
+    is_heavy = np.zeros((num_molecules, MAX_NUM_NODES), dtype=bool)
+    is_heavy[molecule_of_atom, local] = atom_types != 0
+    distance[~np.broadcast_to(is_heavy[:, None, :], distance.shape)] = np.inf
+    hydrogen = atom_types == 0
+    h_molecule, h_local = molecule_of_atom[hydrogen], local[hydrogen]
+    h_parent = distance[h_molecule, h_local].argmin(axis=1)
+    counts = np.zeros_like(needed)
+    np.add.at(counts, (h_molecule, h_parent), 1)
+    slow.update(np.flatnonzero((counts != needed).any(axis=1)).tolist())
+
+    slow_array = np.array(sorted(slow), dtype=np.int64)
+    keep_bond = ~np.isin(bond_molecule_array, slow_array)
+    keep_h = ~np.isin(h_molecule, slow_array)
+    parts_molecule = [bond_molecule_array[keep_bond], h_molecule[keep_h]]
+    parts_pairs = [bond_pair_array[keep_bond], np.stack([h_parent[keep_h], h_local[keep_h]], axis=1)]
+    parts_types = [bond_type_array[keep_bond], np.zeros(int(keep_h.sum()), dtype=np.int64)]
+    for m in slow_array.tolist():
+        start = int(np.sum(num_atoms[:m]))
+        _, pairs, kinds = smiles_to_graph(
+            smiles_list[m], elements[m], coordinates[start : start + num_atoms[m]]
+        )
+        parts_molecule.append(np.full(len(kinds), m, dtype=np.int64))
+        parts_pairs.append(pairs)
+        parts_types.append(kinds)
     return (
-        np.concatenate(atom_types).astype(np.int8),
-        np.array(num_atoms, dtype=np.int64),
-        np.concatenate(bonds).astype(np.int8),
-        np.concatenate(bond_types).astype(np.int8),
-        np.array(num_bonds, dtype=np.int64),
+        atom_types.astype(np.int8),
+        num_atoms,
+        np.concatenate(parts_molecule),
+        np.concatenate(parts_pairs).astype(np.int8),
+        np.concatenate(parts_types).astype(np.int8),
     )
 
 
@@ -303,16 +381,17 @@ def build_qm9_tensors(frame: pd.DataFrame, num_workers: int | None = None) -> tu
             progress.update(len(results[-1][1]))
     progress.close()
 
-    atom_types, num_atoms, bonds, bond_types, num_bonds = (np.concatenate(parts) for parts in zip(*results))
-    atom_types = torch.from_numpy(atom_types.astype(np.int64))
-    num_atoms = torch.from_numpy(num_atoms)
-    num_bonds = torch.from_numpy(num_bonds)
-    bonds = torch.from_numpy(bonds.astype(np.int64))
-    bond_types = torch.from_numpy(bond_types.astype(np.int64))
+    chunk_offsets = np.cumsum([0] + [len(result[1]) for result in results[:-1]])
+    atom_types = torch.from_numpy(np.concatenate([r[0] for r in results]).astype(np.int64))
+    num_atoms = torch.from_numpy(np.concatenate([r[1] for r in results]))
+    molecule_of_bond = torch.from_numpy(np.concatenate([r[2] + offset for r, offset in zip(results, chunk_offsets)]))
+    bonds = torch.from_numpy(np.concatenate([r[3] for r in results]).astype(np.int64))
+    bond_types = torch.from_numpy(np.concatenate([r[4] for r in results]).astype(np.int64))
 
     # Both directions of every bond, then sorted by (molecule, source, target).
     num_molecules = len(frame)
-    molecule_of_bond = torch.repeat_interleave(torch.arange(num_molecules), num_bonds).repeat(2)
+    num_bonds = torch.bincount(molecule_of_bond, minlength=num_molecules)
+    molecule_of_bond = molecule_of_bond.repeat(2)
     sources = torch.cat([bonds[:, 0], bonds[:, 1]])
     targets = torch.cat([bonds[:, 1], bonds[:, 0]])
     edge_types = bond_types.repeat(2)

@@ -64,7 +64,7 @@ def test_jpeg_matches_pil(images, severity):
     as_uint8 = (images[0] * 255).round().byte().permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
     Image.fromarray(as_uint8).save(buffer, format="JPEG", quality=quality)
-    ref = torch.from_numpy(np.asarray(Image.open(buffer))).permute(2, 0, 1).float() / 255
+    ref = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1).float() / 255
     # Same libjpeg quantisation tables; the codecs may differ by a rounding step here and there.
     assert (out - ref).abs().mean() < 2 / 255
     assert out.shape == images[0].shape and out.dtype == torch.float32

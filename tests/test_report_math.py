@@ -4,6 +4,7 @@ Everything runs in float64 on tiny sizes; the whole file takes a few seconds.
 """
 from __future__ import annotations
 
+import json
 import math
 from argparse import Namespace
 
@@ -142,13 +143,13 @@ def test_tanh_regime_is_bounded_by_the_linear_regime_and_vanishes_for_small_radi
         steps = torch.arange(1, norms.numel() + 1, dtype=DTYPE)
         # 0 < tanh' <= 1, so ||prod diag(1 - h^2) W|| <= ||W||_2^n.
         assert torch.all(norms <= torch.linalg.matrix_norm(W, ord=2) ** steps * (1 + 1e-12))
-    assert norms[-1] < 1e-3, "with inputs saturating tanh, rho = 1.1 still vanishes over 60 steps"
+        # Saturation shrinks the factors: even rho = 1.1 vanishes over 60 steps with these inputs.
+        assert norms[-1] < 1e-3 * norms[0]
 
 
 def test_rnn_gradients_cli_writes_json_and_figure(tmp_path) -> None:
-    rnn_gradients_main(["--results_dir", str(tmp_path), "--hidden_dim", "8", "--num_steps", "12", "--radii", "0.5", "2"])
-    import json
-
+    args = ["--results_dir", str(tmp_path), "--hidden_dim", "8", "--num_steps", "12", "--radii", "0.5", "2"]
+    rnn_gradients_main(args)
     summary = json.loads((tmp_path / "gradient_norms.json").read_text())
     assert summary["gradient_check_t3"]["random_h0"]["max_abs_diff_W_hh"] < 1e-12
     assert len(summary["jacobian_product_norms"]["linear"]["2.0"]["norms"]) == 12

@@ -1,0 +1,155 @@
+"""Part 2 text generation: dataset, sampling, training, resume and the CLIs."""
+from __future__ import annotations
+
+import math
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from part2 import generate
+from part2.dataset import TextDataset, read_text, samples_to_strings, text_collate_fn
+from part2.model import TextGenerationModel
+from part2.train import main as train_main
+from part2.train import parse_args, train
+
+
+def tiny_model(num_layers: int = 1, vocabulary_size: int = 11) -> TextGenerationModel:
+    torch.manual_seed(0)
+    return TextGenerationModel(Namespace(vocabulary_size=vocabulary_size, embedding_size=6, lstm_hidden_dim=16,
+                                         lstm_num_layers=num_layers))
+
+
+def test_dataset_encoding_targets_and_collate(tmp_path: Path) -> None:
+    path = tmp_path / "book.md"  # any extension
+    path.write_bytes("\ufeffabcabd\nxyz".encode("utf-8"))
+    dataset = TextDataset(path, seq_length=4, step_size=2, random_select=False)
+    assert dataset.text == "abcabd\nxyz"  # the byte-order mark is dropped
+    assert dataset.chars == sorted(set("abcabd\nxyz")) and dataset.vocabulary_size == 8
+    inputs, targets = dataset[1]
+    assert dataset.convert_to_string(inputs) == "cabd" and dataset.convert_to_string(targets) == "abd\n"
+    assert len(dataset) == 3  # start offsets 0, 2, 4 of the 6 possible
+    assert dataset.convert_to_string(dataset[len(dataset) - 1][1]) == "d\nxy"
+    batch_inputs, batch_targets = text_collate_fn([dataset[0], dataset[1], dataset[2]])
+    assert batch_inputs.shape == (4, 3) and batch_targets.shape == (4, 3)
+    assert torch.equal(batch_inputs[1:], batch_targets[:-1])
+
+
+def test_latin1_fallback_and_random_select(tmp_path: Path) -> None:
+    path = tmp_path / "book.tex"
+    path.write_bytes("caf\xe9 \xb7 na\xefve".encode("latin-1"))
+    assert read_text(path) == "café · naïve"
+    dataset = TextDataset(path, seq_length=3, seed=1)
+    for _ in range(20):
+        inputs, targets = dataset[0]
+        text = dataset.convert_to_string(inputs + targets[-1:])
+        assert text in "café · naïve"
+
+
+def test_short_file_and_missing_file_errors(tmp_path: Path) -> None:
+    path = tmp_path / "short.txt"
+    path.write_text("abc", encoding="utf-8")
+    TextDataset(path, seq_length=2)
+    with pytest.raises(ValueError, match="fewer than one sequence"):
+        TextDataset(path, seq_length=3)
+    with pytest.raises(FileNotFoundError, match="--txt_file"):
+        TextDataset(tmp_path / "missing.txt", seq_length=3)
+    with pytest.raises(SystemExit, match="error: .*fewer than one sequence"):
+        train_main(["--txt_file", str(path), "--input_seq_length", "30", "--results_dir", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_text_model_shapes_and_state(num_layers: int) -> None:
+    model = tiny_model(num_layers)
+    x = torch.randint(11, (9, 3))
+    logits, state = model(x, return_state=True)
+    assert logits.shape == (9, 3, 11) and len(state) == num_layers
+    first, mid_state = model(x[:5], return_state=True)
+    second = model(x[5:], mid_state)
+    torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_greedy_sampling_is_deterministic_and_equals_argmax_decoding(num_layers: int) -> None:
+    model = tiny_model(num_layers)
+    samples = model.sample(batch_size=6, sample_length=25, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    again = model.sample(batch_size=6, sample_length=25, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    assert samples.shape == (25, 6) and torch.equal(samples, again)
+    assert len(set(samples[0].tolist())) == 6  # different start characters
+    with torch.no_grad():
+        assert torch.equal(model(samples[:-1]).argmax(-1), samples[1:])
+
+
+def test_prime_and_temperature_behaviour() -> None:
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(2)
+    primed = model.sample(batch_size=3, sample_length=12, temperature=1.0, prime=[4, 2, 7], generator=generator)
+    assert primed[:3].tolist() == [[4] * 3, [2] * 3, [7] * 3]
+    greedy = model.sample(batch_size=4, sample_length=20, temperature=0.0, prime=[5])
+    assert torch.equal(model.sample(batch_size=4, sample_length=20, temperature=1e-4, prime=[5], generator=generator), greedy)
+
+    # The next character follows softmax(logits / temperature); larger temperatures flatten it.
+    with torch.no_grad():
+        logits = model(torch.tensor([[3]]))[0, 0]
+    entropies = []
+    for temperature in (0.5, 1.0, 2.0, 100.0):
+        samples = model.sample(batch_size=4000, sample_length=2, temperature=temperature, prime=[3], generator=generator)
+        frequencies = torch.bincount(samples[1], minlength=11).float() / 4000
+        expected = torch.softmax(logits / temperature, dim=0)
+        assert (frequencies - expected).abs().sum() / 2 < 0.04
+        entropies.append(-(expected * expected.log()).sum().item())
+    assert entropies == sorted(entropies)
+    assert entropies[-1] > 0.999 * math.log(11)
+    with pytest.raises(ValueError):
+        model.sample(temperature=-1.0)
+
+
+def _tiny_train_args(book: Path, results_dir: Path, num_epochs: int, *extra: str) -> Namespace:
+    return parse_args(["--txt_file", str(book), "--results_dir", str(results_dir), "--num_epochs", str(num_epochs),
+                       "--lstm_hidden_dim", "24", "--embedding_size", "8", "--batch_size", "8",
+                       "--input_seq_length", "12", "--max_steps_per_epoch", "3", "--long_sample_length", "40",
+                       "--sample_epochs", "2", "--device", "cpu", *extra])
+
+
+def test_resume_gives_the_same_training_as_uninterrupted(tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    straight = train(_tiny_train_args(book, tmp_path / "straight", 3))
+    train(_tiny_train_args(book, tmp_path / "resumed", 1))
+    resumed = train(_tiny_train_args(book, tmp_path / "resumed", 3, "--resume"))
+    assert [e["loss"] for e in resumed] == [e["loss"] for e in straight]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for name in ("metrics.json", "curves.png", "samples.md", "samples.json"):
+        assert (tmp_path / "resumed" / name).is_file()
+    assert (tmp_path / "straight" / "samples.md").read_text() == (tmp_path / "resumed" / "samples.md").read_text()
+    assert b["chars"] == sorted(set(book.read_text()))
+
+
+def test_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    book = tmp_path / "book.txt"
+    book.write_text("once upon a time there was a king. " * 30, encoding="utf-8")
+    train(_tiny_train_args(book, tmp_path, 1))
+    capsys.readouterr()
+    generate.main(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--prime", "once", "--length", "20",
+                   "--num_samples", "3", "--temperature", "0.5", "--device", "cpu"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("once")]
+    assert len(printed) == 3
+    with pytest.raises(SystemExit, match="error: .*vocabulary"):
+        generate.main(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--prime", "QQ", "--device", "cpu"])
+    with pytest.raises(SystemExit, match="error: .*not found"):
+        generate.main(["--checkpoint", str(tmp_path / "missing.pt")])
+
+
+def test_short_training_on_a_book_lowers_the_loss(shared_data: Path, tmp_path: Path) -> None:
+    book = shared_data / "books" / "book_EN_grimms_fairy_tails.txt"
+    args = parse_args(["--txt_file", str(book), "--results_dir", str(tmp_path), "--num_epochs", "4",
+                       "--lstm_hidden_dim", "64", "--embedding_size", "16", "--batch_size", "32",
+                       "--max_steps_per_epoch", "12", "--lr", "1e-2", "--sample_epochs", "--device", "cpu"])
+    history = train(args)
+    assert history[0]["loss"] > 3.3  # about log(86) at the start, then below 3 within the 48 steps
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5
+    assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.05
