@@ -163,11 +163,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                          "OPENBLAS_CORETYPE") if k in os.environ}
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "OPENBLAS_CORETYPE") if k in os.environ}
     print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-          f"float64, env {threads or '{}'}")
+          f"float64, env {env or '{}'}")
+    if hasattr(os, "getloadavg"):
+        # Other processes on the machine slow multi-threaded BLAS down unevenly.
+        print("load average (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     print(f"median of {args.repeats} calls (loop: {args.loop_repeats} on the small case, "
           f"{args.loop_repeats_large or 'skipped'} on the ResNet-like layer)\n")
     results = {}
@@ -179,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         result = benchmark_case(x_shape, w_shape, stride, padding, f, s,
                                 args.repeats, loop_repeats, rng)
         print(format_table(result) + "\n")
+        seconds = {op: {impl: None if np.isnan(t) else t for impl, t in times.items()}
+                   for op, times in result.items()}
         results[name] = {"x_shape": x_shape, "w_shape": w_shape, "stride": stride,
-                         "padding": padding, "pool_f": f, "pool_s": s, "seconds": result}
+                         "padding": padding, "pool_f": f, "pool_s": s, "seconds": seconds}
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / "benchmark_numpy_cnn.json"
     out.write_text(json.dumps(results, indent=2))

@@ -2,10 +2,10 @@
 
 A scaled-down version of the assignment's protocol that fits a 2-core machine
 without a GPU; its numbers are a smoke test of the whole pipeline, not results
-of the assignment. Per model: 2,000 training images (class-balanced, fixed),
+of the assignment. Per model: 1,000 training images (class-balanced, fixed),
 4 epochs at batch size 32 (learning rate 0.01, divided by 10 after epochs 2
-and 3), validation on 500 of the 5,000 validation images, testing on a fixed
-class-balanced 1,000 of the 10,000 test images (clean + 20 corrupted sets).
+and 3), validation on 250 of the 5,000 validation images, testing on a fixed
+class-balanced 500 of the 10,000 test images (clean + 20 corrupted sets).
 Running the models in one process decodes CIFAR-10 only once.
 
 Usage::
@@ -27,7 +27,7 @@ import torch
 from part1 import report, train
 from part1.model import MODEL_NAMES
 
-PRESET = {"lr": 0.01, "batch_size": 32, "epochs": 4, "train_subset": 2000, "val_subset": 500, "test_subset": 1000}
+PRESET = {"lr": 0.01, "batch_size": 32, "epochs": 4, "train_subset": 1000, "val_subset": 250, "test_subset": 500}
 # ResNet-18 first: it is the CE/RCE normaliser. The VGGs, the slowest on a CPU, last.
 ORDER = ("debug", "resnet18", "resnet34", "densenet121", "vgg11", "vgg11_bn")
 

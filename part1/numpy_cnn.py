@@ -170,9 +170,9 @@ def _im2col(Xp: np.ndarray, FH: int, FW: int, stride: tuple[int, int]) -> np.nda
         Contiguous array ``cols`` of shape ``(C * FH * FW, N * OH * OW)`` with
         ``cols[(c, i, j), (n, oh, ow)] = Xp[n, c, oh * sh + i, ow * sw + j]``.
         Putting the window offsets first and the output positions last keeps the
-        innermost copy loop running along image rows, and gives both the forward
-        product ``W @ cols`` and the filter gradient ``grad @ cols.T`` contiguous
-        operands.
+        innermost copy loop running along image rows, and lets BLAS use ``cols``
+        without another copy both in the forward product ``W @ cols`` and, as a
+        transposed operand, in the filter gradient ``grad @ cols.T``.
     """
     sh, sw = stride
     # (N, C, OH, OW, FH, FW) view: windows[n, c, oh, ow, i, j] = Xp[n, c, oh*sh + i, ow*sw + j]
@@ -288,9 +288,10 @@ def convolution2D_backward_input(
     # Dilated, padded gradient D with D[FH-1 + oh*sh, FW-1 + ow*sw] = dY[oh, ow]; its
     # correlation with the flipped filters is dXp, of height IH + 2ph. Only rows
     # ph .. ph+IH-1 (and likewise columns) of dXp are needed, which the slice of D
-    # below selects, so the padding border is never computed.
+    # below selects, so the padding border is never computed. (With a stride > 1
+    # most entries of D are zeros: this costs as much as a stride-1 convolution.)
     dilated = np.zeros((N, F, IH + 2 * ph + FH - 1, IW + 2 * pw + FW - 1), dtype=dtype)
-    dilated[:, :, FH - 1 : FH - 1 + OH * sh : 1, FW - 1 : FW - 1 + OW * sw : sw] = dY
+    dilated[:, :, FH - 1 : FH - 1 + OH * sh : sh, FW - 1 : FW - 1 + OW * sw : sw] = dY
     flipped = W.astype(dtype, copy=False).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     needed = dilated[:, :, ph : ph + IH + FH - 1, pw : pw + IW + FW - 1]
     return _correlate(needed, flipped, (1, 1))
@@ -337,7 +338,8 @@ def pool_back(grad_pool: np.ndarray, X: np.ndarray, f: int, s: int) -> np.ndarra
     Each window passes its output gradient to the position of its maximum; where
     a window has several equal maxima, the first one in row-major order gets it
     (the rule of ``torch.nn.functional.max_pool2d``). Where windows overlap, a
-    pixel sums the gradients of all windows whose maximum it is.
+    pixel sums the gradients of all windows whose maximum it is. (A window whose
+    maximum is NaN passes no gradient; PyTorch sends it to the NaN.)
 
     Args:
         grad_pool: gradient of the loss with respect to the pooled output,
@@ -358,7 +360,7 @@ def pool_back(grad_pool: np.ndarray, X: np.ndarray, f: int, s: int) -> np.ndarra
     # of different windows are distinct, so `+=` never collides, and overlapping
     # windows accumulate over the offsets.
     unrouted = np.ones(Y.shape, dtype=bool)
-    for offset in reversed(range(f * f)):
+    for offset in range(f * f):
         index = _window_offset(offset, f, s, OH, OW)
         first_max = unrouted & (X[index] == Y)
         dX[index] += np.where(first_max, dY, 0)

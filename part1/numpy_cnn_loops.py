@@ -113,10 +113,10 @@ def convolution2D_backward_input(
         ``dX``, shape ``(N, C, IH, IW)``.
     """
     X, W, (sh, sw), (ph, pw), (OH, OW) = check_conv_args(X, W, stride, padding)
-    N, _, IH, IW = X.shape
+    N, C, IH, IW = X.shape
     F, _, FH, FW = W.shape
     dY = check_grad_shape(out_grad, (N, F, OH, OW), "out_grad")
-    dXp = np.zeros(zero_padding(X, (ph, pw)).shape, dtype=float_dtype(dY, X, W))
+    dXp = np.zeros((N, C, IH + 2 * ph, IW + 2 * pw), dtype=float_dtype(dY, X, W))
     for n in range(N):
         for f in range(F):
             for oh in range(OH):

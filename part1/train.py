@@ -178,12 +178,14 @@ def train_model(model: nn.Module, lr: float, batch_size: int, epochs: int, data_
     start_epoch, best_acc, best_epoch, train_seconds = 0, -1.0, -1, 0.0
     best_state = copy.deepcopy(model.state_dict())
     if last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
+        state = torch.load(last_path, map_location=device, weights_only=True)
         _check_config(state["config"], config, last_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in state["rng_cuda"]])
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_val_accuracy"], state["best_epoch"]
         train_seconds = state["train_seconds"]
         best_state = torch.load(best_path, map_location=device, weights_only=True)["model_state"]
@@ -208,9 +210,10 @@ def train_model(model: nn.Module, lr: float, batch_size: int, epochs: int, data_
             best_state = copy.deepcopy(model.state_dict())
             save_atomic({"model_state": best_state, "epoch": best_epoch, "val_accuracy": best_acc,
                          "finished": False, "config": config, "train_seconds": train_seconds}, best_path)
+        rng_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng_cpu": torch.get_rng_state(), "epoch": epoch + 1,
-                     "best_val_accuracy": best_acc, "best_epoch": best_epoch, "config": config,
+                     "scheduler": scheduler.state_dict(), "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
+                     "epoch": epoch + 1, "best_val_accuracy": best_acc, "best_epoch": best_epoch, "config": config,
                      "train_seconds": train_seconds}, last_path)
     writer.close()
 

@@ -36,15 +36,20 @@ class LSTM(nn.Module):
         weight_h = [W_ih; W_fh; W_gh; W_oh]   # [4H, H]
         bias     = [b_i;  b_f;  b_g;  b_o ]   # [4H]
 
+    The backward pass through time is hand-written (``part2.lstm_function``).
+
     Args:
         lstm_hidden_dim: hidden (and cell) state size ``H``.
         embedding_size: input size ``E``.
+        use_mkldnn: run the matrix products on oneDNN's linear primitive when
+            the input is float32 on CPU (same results as the default path).
     """
 
-    def __init__(self, lstm_hidden_dim: int, embedding_size: int) -> None:
+    def __init__(self, lstm_hidden_dim: int, embedding_size: int, use_mkldnn: bool = False) -> None:
         super().__init__()
         self.hidden_dim = lstm_hidden_dim
         self.embed_dim = embedding_size
+        self.use_mkldnn = use_mkldnn
         self.weight_x = nn.Parameter(torch.empty(4 * lstm_hidden_dim, embedding_size))
         self.weight_h = nn.Parameter(torch.empty(4 * lstm_hidden_dim, lstm_hidden_dim))
         self.bias = nn.Parameter(torch.empty(4 * lstm_hidden_dim))
@@ -90,7 +95,7 @@ class LSTM(nn.Module):
             zeros = embeds.new_zeros(embeds.size(1), self.hidden_dim)
             state = (zeros, zeros)
         h0, c0 = state
-        outputs, h_last, c_last = lstm_sequence(embeds, h0, c0, self.weight_x, self.weight_h, self.bias)
+        outputs, h_last, c_last = lstm_sequence(embeds, h0, c0, self.weight_x, self.weight_h, self.bias, self.use_mkldnn)
         if return_state:
             return outputs, (h_last, c_last)
         return outputs

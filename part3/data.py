@@ -73,6 +73,10 @@ _CHUNK_SIZE = 2_000
 # Covalent radii (Angstrom) to check that SMILES bonds join nearby atoms.
 _COVALENT_RADIUS = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "F": 0.57}
 _BOND_TOLERANCE = 0.45
+# Bond orders in RDKit's GetAdjacencyMatrix(useBO=True), sorted for np.searchsorted,
+# and the index into BOND_TYPES of each.
+_BOND_ORDERS = np.array([1.0, 1.5, 2.0, 3.0])
+_BOND_TYPE_OF_ORDER = np.array([0, 3, 1, 2])
 
 
 def qm9pack_data_folder() -> Path:
@@ -177,7 +181,8 @@ def smiles_to_graph(
     agree and every bond joins atoms at most 0.45 Angstrom farther apart than
     the sum of their covalent radii; otherwise (small symmetric molecules such
     as C#CC#C, whose XYZ files list the inner atoms first) a search finds the
-    map that satisfies both. Each XYZ hydrogen is bonded to its nearest heavy
+    map that satisfies both; if none does (a few strained cages whose relaxed
+    geometry breaks a SMILES bond), the SMILES order is kept. Each XYZ hydrogen is bonded to its nearest heavy
     atom; where that disagrees with the SMILES' hydrogen counts, hydrogens are
     handed to the heavy atoms that still need one, shortest distance first.
 
@@ -192,8 +197,8 @@ def smiles_to_graph(
         XYZ numbering, bond-type indices into ``BOND_TYPES``.
 
     Raises:
-        ValueError: if RDKit cannot parse the SMILES, its atom counts differ from
-            ``elements``, or its heavy-atom bonds do not fit the coordinates.
+        ValueError: if RDKit cannot parse the SMILES, or its atoms cannot be
+            matched to ``elements``.
     """
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
@@ -225,9 +230,12 @@ def smiles_to_graph(
         mapping = _match_heavy_atoms(
             symbols, heavy_bonds[:, :2], [elements[i] for i in xyz_heavy], heavy_close, heavy_distance
         )
-        if mapping is None:
-            raise ValueError(f"bonds of SMILES {smiles!r} do not fit the coordinates")
-        heavy_position = mapping
+        if mapping is not None:
+            heavy_position = mapping
+        elif symbols != [elements[i] for i in xyz_heavy]:
+            raise ValueError(f"heavy atoms of SMILES {smiles!r} cannot be matched to the element list")
+        # Otherwise the relaxed geometry breaks a SMILES bond (a few strained
+        # cages): keep the SMILES order, which the elements confirm.
     # needed[k] = hydrogens the SMILES puts on the k-th XYZ heavy atom
     needed = np.zeros(len(symbols), dtype=np.int64)
     needed[heavy_position] = hydrogen_counts
@@ -288,7 +296,9 @@ def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.nda
     radius[molecule_of_atom, local] = np.array([_COVALENT_RADIUS[s] for s in ATOM_SYMBOLS])[atom_types]
 
     needed = np.zeros((num_molecules, MAX_NUM_NODES), dtype=np.int64)  # hydrogens per XYZ heavy atom
-    bond_molecule, bond_pairs, bond_types = [], [], []
+    # Bond orders between XYZ atoms (1, 2, 3, or 1.5 for aromatic); one RDKit call per molecule
+    # instead of a Python loop over its bonds.
+    orders = np.zeros((num_molecules, MAX_NUM_NODES, MAX_NUM_NODES))
     slow: set[int] = set()
     for m, (smiles, molecule_elements) in enumerate(zip(smiles_list, elements)):
         mol = Chem.MolFromSmiles(smiles)
@@ -301,16 +311,12 @@ def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.nda
             slow.add(m)
             continue
         needed[m, heavy] = [atom.GetTotalNumHs() for atom in atoms]
-        for bond in mol.GetBonds():
-            bond_molecule.append(m)
-            bond_pairs.append((heavy[bond.GetBeginAtomIdx()], heavy[bond.GetEndAtomIdx()]))
-            bond_types.append(_BOND_TYPE_INDEX[bond.GetBondType()])
-    bond_molecule_array = np.array(bond_molecule, dtype=np.int64)
-    bond_pair_array = np.array(bond_pairs, dtype=np.int64).reshape(-1, 2)
-    bond_type_array = np.array(bond_types, dtype=np.int64)
+        orders[m][np.ix_(heavy, heavy)] = Chem.GetAdjacencyMatrix(mol, useBO=True)
+    bond_molecule_array, first, second = np.nonzero(np.triu(orders))
+    bond_pair_array = np.stack([first, second], axis=1)
+    bond_type_array = _BOND_TYPE_OF_ORDER[np.searchsorted(_BOND_ORDERS, orders[bond_molecule_array, first, second])]
 
     # Heavy-atom bonds must join close atoms.
-    first, second = bond_pair_array.T
     length = np.linalg.norm(positions[bond_molecule_array, first] - positions[bond_molecule_array, second], axis=1)
     limit = radius[bond_molecule_array, first] + radius[bond_molecule_array, second] + _BOND_TOLERANCE
     slow.update(bond_molecule_array[length > limit].tolist())
@@ -406,7 +412,7 @@ def build_qm9_tensors(frame: pd.DataFrame, num_workers: int | None = None) -> tu
         "edge_index": torch.stack([sources[order], targets[order]]),
         "edge_attr": torch.nn.functional.one_hot(edge_types[order], EDGE_ATTR_DIM).float(),
         "y": torch.from_numpy(np.stack([energy_atom, energy_u0], axis=1)).float(),
-        "idx": torch.from_numpy(frame["Index"].to_numpy(dtype=np.int64)),
+        "idx": torch.tensor(frame["Index"].to_numpy(dtype=np.int64)),
     }
     zero = torch.zeros(1, dtype=torch.long)
     node_slice = torch.cat([zero, torch.cumsum(num_atoms, 0)])
@@ -575,7 +581,7 @@ class GraphLoader:
     collates them in Python, which dominates the MLP's epoch time on QM9; this
     loader gathers a batch's nodes and edges from the stored tensors directly.
     Batches hold ``x``, ``z``, ``edge_index`` (batch-wide node numbers),
-    ``edge_attr``, ``y``, ``batch`` and ``ptr``, like PyG's batches.
+    ``edge_attr``, ``y``, ``idx``, ``batch`` and ``ptr``, like PyG's batches.
 
     Args:
         dataset: a split returned by :func:`get_qm9` (or any ``QM9`` index selection).
@@ -630,6 +636,7 @@ class GraphLoader:
             edge_index=edge_index,
             edge_attr=data.edge_attr[edges],
             y=data.y[graphs],
+            idx=data.idx[graphs],
             batch=batch,
             ptr=ptr,
         )

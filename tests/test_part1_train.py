@@ -202,7 +202,7 @@ def test_resume_equals_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "_train_one_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b" / "debug.pt")
-    state = torch.load(train.resume_path(tmp_path / "b" / "debug.pt"), weights_only=False)
+    state = torch.load(train.resume_path(tmp_path / "b" / "debug.pt"), weights_only=True)
     assert state["epoch"] == 1
     monkeypatch.setattr(train, "_train_one_epoch", original)
     resumed = run(tmp_path / "b" / "debug.pt")
@@ -270,15 +270,16 @@ def test_cli_end_to_end_on_cifar10(shared_data, tmp_path):
     (data_dir / data.ARCHIVE_NAME).symlink_to(archive)
     results = tmp_path / "results"
     common = ["--data_dir", str(data_dir), "--results_dir", str(results), "--epochs", "1", "--device", "cpu",
-              "--test_subset", "200", "--val_subset", "200"]
-    train.cli(["--model_name", "debug", "--train_subset", "2000", *common])
-    train.cli(["--model_name", "resnet18", "--train_subset", "200", "--batch_size", "100", *common])
+              "--test_subset", "100", "--val_subset", "200"]
+    train.cli(["--model_name", "debug", "--train_subset", "2000", "--batch_size", "32", *common])
+    # ResNet-18 only as the CE/RCE normaliser of the table: one step on 100 images keeps it quick.
+    train.cli(["--model_name", "resnet18", "--train_subset", "100", "--batch_size", "100", *common])
 
     saved = json.loads((results / "debug.json").read_text())
-    assert saved["num_test_images"] == 200 and saved["config"]["train_subset"] == 2000
+    assert saved["num_test_images"] == 100 and saved["config"]["train_subset"] == 2000
     assert set(saved["corrupted_accuracy"]) == {"gaussian_noise", "gaussian_blur", "contrast", "jpeg"}
     # A linear model trained for one epoch on 2,000 images is well above chance (10 %).
-    assert 0.2 < saved["clean_accuracy"] <= 1 and 0.15 < saved["best_val_accuracy"] <= 1
+    assert 0.17 < saved["clean_accuracy"] <= 1 and 0.17 < saved["best_val_accuracy"] <= 1
     assert (data_dir / data.CACHE_NAME).is_file()
 
     report.cli(["--results_dir", str(results), "--out_dir", str(tmp_path / "report")])

@@ -129,3 +129,21 @@ def test_state_carrying_equals_one_long_sequence() -> None:
     first, state = lstm(x[:4], return_state=True)
     second = lstm(x[4:], state)
     torch.testing.assert_close(torch.cat([first, second]), full, atol=1e-6, rtol=0)
+
+
+def test_mkldnn_path_gives_the_same_results_as_the_plain_path() -> None:
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN is not available in this torch build")
+    torch.manual_seed(5)
+    plain = LSTM(16, 8)
+    fast = LSTM(16, 8, use_mkldnn=True)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 3, 8, requires_grad=True)
+    state = (torch.randn(3, 16), torch.randn(3, 16))
+    results = []
+    for lstm in (plain, fast):
+        outputs, (h, c) = lstm(x, state, return_state=True)
+        grads = torch.autograd.grad(outputs.square().sum() + c.sum(), [x, *lstm.parameters()])
+        results.append([outputs, h, c, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

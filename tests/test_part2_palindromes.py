@@ -92,6 +92,17 @@ def test_palindrome_lstm_uses_the_hand_written_lstm() -> None:
     torch.testing.assert_close(model(digits), outputs[-1] @ model.W_ph.T + model.b_p)
 
 
+@pytest.mark.parametrize("forget_bias", [1.0, 3.0])
+def test_palindrome_lstm_forget_bias(forget_bias: float) -> None:
+    torch.manual_seed(0)
+    model = PalindromeLSTM(seq_length=9, input_dim=10, num_hidden=16, num_classes=10, forget_bias=forget_bias)
+    bound = 1 / 16**0.5
+    forget = model.lstm.gate_slice(model.lstm.bias, "f")
+    assert torch.all((forget - forget_bias).abs() <= bound)
+    others = [model.lstm.gate_slice(model.lstm.bias, gate) for gate in ("i", "o", "g")]
+    assert torch.all(torch.cat(others).abs() <= bound)
+
+
 @pytest.mark.parametrize("model_cls", [VanillaRNN, PalindromeLSTM])
 @pytest.mark.parametrize("batch,length", [(1, 3), (5, 12)])
 def test_shapes_and_gradients_flow(model_cls: type, batch: int, length: int) -> None:

@@ -118,9 +118,8 @@ def test_smiles_to_graph_rejects_inconsistent_molecules():
         qm9.smiles_to_graph("N", ["C", "H", "H", "H", "H"], methane)
     with pytest.raises(ValueError, match="cannot parse"):
         qm9.smiles_to_graph("C1CC", ["C"], methane[:1])
-    ethanol_far = np.array([[0, 0, 0], [5, 0, 0], [10, 0, 0]] + [[0, 1, 0]] * 6, dtype=float)
-    with pytest.raises(ValueError, match="do not fit the coordinates"):
-        qm9.smiles_to_graph("CCO", ["C", "C", "O"] + ["H"] * 6, ethanol_far)
+    with pytest.raises(ValueError, match="cannot be matched"):
+        qm9.smiles_to_graph("CO", ["O", "C", "H", "H", "H", "H"], np.array([[0, 0, 0], [9, 0, 0]] + [[0, 1, 0]] * 4, dtype=float))
 
 
 def test_targets_are_atomization_and_internal_energies_in_ev(dataset, frame):
@@ -190,14 +189,17 @@ def test_mlp_features_are_padded_atoms_and_dense_bonds(splits):
 def test_graph_loader_batches_like_pytorch_geometric(splits):
     valid = splits[1][:300]
     loader = qm9.GraphLoader(valid, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
-    seen = []
-    for molecules in loader:
-        seen += molecules.idx.tolist() if hasattr(molecules, "idx") else []
-        reference = Batch.from_data_list([valid.get(int(i)) for i in molecules.graph_ids])
-        for key in ("x", "z", "edge_index", "edge_attr", "y", "batch", "ptr"):
-            assert torch.equal(molecules[key], reference[key]), key
-    assert len(loader) == 5
-    assert sorted(i for b in loader for i in b.graph_ids.tolist()) == sorted(valid.indices())
+    graphs = torch.tensor(valid.indices()[100:137])
+    molecules = loader.collate(graphs)
+    reference = Batch.from_data_list([valid.get(int(g)) for g in graphs])
+    for key in ("x", "z", "edge_index", "edge_attr", "y", "idx", "batch", "ptr"):
+        assert torch.equal(molecules[key], reference[key]), key
+    assert molecules.num_graphs == 37
+    batches = list(loader)
+    assert len(loader) == len(batches) == 5 and batches[-1].num_graphs == 300 - 4 * 64
+    seen = torch.cat([b.idx for b in batches])
+    assert torch.equal(torch.sort(seen).values, torch.sort(valid._data.idx[valid.indices()]).values)
+    assert not torch.equal(seen, valid._data.idx[valid.indices()])  # shuffled
 
 
 def test_cached_reload_equals_a_fresh_build(dataset, frame, qm9_data_dir):

@@ -6,7 +6,7 @@ are missing) without systemd and without touching ``/etc``: every key, socket, P
 log, spool and state folder lives in a pytest temporary folder, the ports are picked free
 at start-up, and clients find the cluster through ``SLURM_CONF``. The configuration comes
 from ``slurm.conf.in`` and ``gres.conf.in`` beside this file: one node with fake GPUs in a
-``gpu_shared`` partition, like a GPU node of the course's cluster.
+``gpu_shared`` partition, like the GPU nodes of the course's cluster.
 
 The cluster is stopped after the session even when tests fail: running jobs are
 cancelled, then each daemon is terminated through the PID in its own PID file.
@@ -33,11 +33,13 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REQUIRED_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel")
 NODE = "node1"
-# Resources the node advertises: those of one GPU node of the course's cluster.
-NODE_CPUS = 12
-NODE_MEMORY_MB = 128000
-# SLURM needs one device file per GPU; nothing ever opens them.
-FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random")
+# Resources the node advertises (slurmd accepts more than the machine has): enough for
+# the job files' requests (3 CPUs, up to 32000M, 1 GPU each) and for the five test runs
+# that share the node at once.
+NODE_CPUS = 16
+NODE_MEMORY_MB = 192000
+# SLURM needs one distinct device file per GPU; nothing ever opens them.
+FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 TERMINAL_STATES = frozenset({
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
     "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",

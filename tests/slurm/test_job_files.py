@@ -18,6 +18,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOBS_DIR = REPO_ROOT / "lisa_jobs"
 PART1_MODELS = ["debug", "vgg11", "vgg11_bn", "resnet18", "resnet34", "densenet121"]
+JOB_FILES = ["install_environment.job", "part1_train.job", "part1_report.job", "part2_train.job",
+             "part2_palindromes.job", "part3_train.job"]
+SCRIPTS = [*JOB_FILES, "submit_part1.sh", "job_env.sh"]
+
+
+def test_every_experiment_has_a_documented_job_file():
+    assert sorted(p.name for p in JOBS_DIR.glob("*.job")) == sorted(JOB_FILES)
+    readme = (JOBS_DIR / "README.md").read_text()
+    missing = [name for name in SCRIPTS if f"`{name}`" not in readme]
+    assert not missing, f"lisa_jobs/README.md does not describe {missing}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_is_valid_bash(script):
+    result = subprocess.run(["bash", "-n", str(JOBS_DIR / script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +139,7 @@ def test_part3_job_trains_both_models_for_ten_epochs(venv):
                               "--results_dir": "results/part3", "--resume": None}
 
 
-@pytest.mark.parametrize("job", sorted(p.name for p in JOBS_DIR.glob("*.job")))
+@pytest.mark.parametrize("job", JOB_FILES)
 def test_job_outside_the_repository_root_fails_clearly(venv, tmp_path, job):
     result = dry_run(job, venv, cwd=tmp_path, REPO_DIR=str(tmp_path), SLURM_ARRAY_TASK_ID="0")
     assert result.returncode == 1
