@@ -19,6 +19,10 @@ else
             module load "$m"
         done
     fi
+    if ! command -v conda > /dev/null 2>&1; then
+        echo "error: conda not found; set MODULES to the modules that provide it, or VENV to a virtual environment" >&2
+        exit 1
+    fi
     source activate "${CONDA_ENV:-dl2021}"
 fi
 set -u

@@ -9,8 +9,8 @@ prints the median wall-clock time of the convolution forward pass, of both
 backward passes and of max-pooling forward/backward, and the ratios to PyTorch.
 The implementations are timed in interleaved rounds (one call of each per round)
 so that load from other processes on the machine affects them alike. The loop
-version takes seconds on the ResNet-like layer, so it gets fewer repeats there
-(``--loop_repeats``). The figures are also written to
+version takes seconds per call on the ResNet-like layer, so it is timed once
+there (``--loop_repeats_large``; 0 skips it). The figures are also written to
 ``<results_dir>/benchmark_numpy_cnn.json``.
 """
 from __future__ import annotations

@@ -24,6 +24,7 @@ import math
 import os
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,45 @@ CifarTensors = dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- loading
-def _stack(images: list[np.ndarray], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W, 3) uint8 arrays -> ``(N, 3, H, W)`` uint8 tensor and ``(N,)`` int64 labels."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.int64)
+def _decode_all(blobs: list[bytes], names: list[str]) -> torch.Tensor:
+    """Encoded images -> ``(N, 3, H, W)`` uint8 RGB.
+
+    JPEGs go through one batched ``torchvision.io.decode_jpeg`` call (libjpeg-turbo,
+    about 4x faster than PIL image by image, same pixels); other formats through PIL.
+    """
+    is_jpeg = [Path(n).suffix.lower() in (".jpg", ".jpeg") for n in names]
+    out: list[torch.Tensor | None] = [None] * len(blobs)
+    jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
+    if jpeg_idx:
+        with warnings.catch_warnings():
+            # torchvision 0.29 flags its libjpeg bindings as deprecated in favour of TorchCodec,
+            # which is not a dependency here; they still work.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg([torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg_idx],
+                                  mode=ImageReadMode.RGB)
+        for i, img in zip(jpeg_idx, decoded):
+            out[i] = img
+    for i in (i for i, j in enumerate(is_jpeg) if not j):
+        with Image.open(io.BytesIO(blobs[i])) as img:
+            out[i] = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    return torch.stack(out)
 
 
-def _decode(data: bytes | Path) -> np.ndarray:
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    with Image.open(source) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def _assemble(items: dict[str, list[tuple[str, str, bytes]]], where: str) -> CifarTensors:
+    """``{split: [(class, file name, encoded image)]}`` -> tensors, sorted by class then name.
+
+    Labels are the classes' positions in alphabetical order (as ``ImageFolder``;
+    for CIFAR-10 the standard labels).
+    """
+    out: CifarTensors = {}
+    for split in ("train", "test"):
+        entries = sorted(items.get(split, []), key=lambda item: (item[0], item[1]))
+        if not entries:
+            raise FileNotFoundError(f"no {split}/<class>/<image> files found in {where}")
+        classes = sorted({cls for cls, _, _ in entries})
+        out[f"{split}_x"] = _decode_all([blob for _, _, blob in entries], [name for _, name, _ in entries])
+        out[f"{split}_y"] = torch.tensor([classes.index(cls) for cls, _, _ in entries], dtype=torch.int64)
+    return out
 
 
 def _find_image_folder(root: Path) -> Path | None:
@@ -69,41 +100,26 @@ def _find_image_folder(root: Path) -> Path | None:
 
 
 def _load_image_folder(root: Path) -> CifarTensors:
-    out: CifarTensors = {}
+    items: dict[str, list[tuple[str, str, bytes]]] = {}
     for split in ("train", "test"):
-        classes = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
-        images, labels = [], []
-        for label, cls in enumerate(classes):
-            files = sorted(p for p in (root / split / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            images += [_decode(f) for f in files]
-            labels += [label] * len(files)
-        if not images:
-            raise FileNotFoundError(f"no images found under {root / split}/<class>/")
-        out[f"{split}_x"], out[f"{split}_y"] = _stack(images, labels)
-    return out
+        items[split] = [
+            (folder.name, f.name, f.read_bytes())
+            for folder in (root / split).iterdir() if folder.is_dir()
+            for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return _assemble(items, str(root))
 
 
 def _load_archive(path: Path) -> CifarTensors:
-    """Decode ``train/<class>/<file>`` and ``test/<class>/<file>`` members of a tar archive."""
-    entries: dict[str, list[tuple[str, str, np.ndarray]]] = {"train": [], "test": []}
+    """Decode the ``train/<class>/<file>`` and ``test/<class>/<file>`` members of a tar archive."""
+    items: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
     with tarfile.open(path, "r:*") as tf:
         for member in tf:
             parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 3 or parts[-3] not in entries:
-                continue
-            if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            entries[parts[-3]].append((parts[-2], parts[-1], _decode(tf.extractfile(member).read())))
-    out: CifarTensors = {}
-    for split, items in entries.items():
-        if not items:
-            raise FileNotFoundError(f"archive {path} holds no {split}/<class>/<image> members")
-        items.sort(key=lambda item: (item[0], item[1]))
-        classes = sorted({cls for cls, _, _ in items})
-        out[f"{split}_x"], out[f"{split}_y"] = _stack(
-            [img for _, _, img in items], [classes.index(cls) for cls, _, _ in items]
-        )
-    return out
+            wanted = len(parts) >= 3 and parts[-3] in items and Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES
+            if member.isfile() and wanted:
+                items[parts[-3]].append((parts[-2], parts[-1], tf.extractfile(member).read()))
+    return _assemble(items, f"archive {path}")
 
 
 def _load_torchvision(root: Path) -> CifarTensors:
@@ -187,8 +203,8 @@ def load_cifar10(data_dir: str | os.PathLike) -> CifarTensors:
     Raises:
         FileNotFoundError: with one message naming both ways to provide the data.
     """
-    root = Path(data_dir).expanduser().resolve()
-    return _load_cached(str(root))
+    # absolute(), not resolve(): a symlinked archive's cache belongs beside the link, not its target.
+    return _load_cached(str(Path(data_dir).expanduser().absolute()))
 
 
 # --------------------------------------------------------------------------- splits

@@ -116,8 +116,9 @@ def plot_ce_rce(scores: dict[str, dict[str, Any]], path: Path) -> None:
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set(title=f"{title} (ResNet-18 = 1)", xticks=range(len(groups)), xticklabels=groups)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(models))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

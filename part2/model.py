@@ -30,11 +30,11 @@ class LSTM(nn.Module):
     The four gates share one weight matrix per input so that the input of all
     time steps is projected with one matrix product and each time step needs a
     single recurrent product for all gates. The blocks of ``4 * H`` rows are in
-    the order ``(i, f, g, o)`` (``GATE_ORDER``), the order of ``torch.nn.LSTM``::
+    the order ``(o, i, f, g)`` (``GATE_ORDER``; ``gate_slice`` picks one)::
 
-        weight_x = [W_ix; W_fx; W_gx; W_ox]   # [4H, E]
-        weight_h = [W_ih; W_fh; W_gh; W_oh]   # [4H, H]
-        bias     = [b_i;  b_f;  b_g;  b_o ]   # [4H]
+        weight_x = [W_ox; W_ix; W_fx; W_gx]   # [4H, E]
+        weight_h = [W_oh; W_ih; W_fh; W_gh]   # [4H, H]
+        bias     = [b_o;  b_i;  b_f;  b_g ]   # [4H]
 
     The backward pass through time is hand-written (``part2.lstm_function``).
 
@@ -53,9 +53,9 @@ class LSTM(nn.Module):
         self.weight_x = nn.Parameter(torch.empty(4 * lstm_hidden_dim, embedding_size))
         self.weight_h = nn.Parameter(torch.empty(4 * lstm_hidden_dim, lstm_hidden_dim))
         self.bias = nn.Parameter(torch.empty(4 * lstm_hidden_dim))
-        self.reset_parameters()
+        self.init_parameters()
 
-    def reset_parameters(self) -> None:
+    def init_parameters(self) -> None:
         """Every weight and bias uniform in [-1/sqrt(H), 1/sqrt(H)], then +1 on the forget-gate bias.
 
         The +1 keeps the forget gate open at the start of training, so the

@@ -17,7 +17,7 @@ from part2.model import LSTM
 
 
 def one_hot_inputs(x: torch.Tensor, input_dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """Digit indices ``[B, T]`` to one-hot ``[B, T, input_dim]`` of ``dtype``; float ``[B, T, input_dim]`` passes through."""
+    """Digits ``[B, T]`` to one-hot ``[B, T, input_dim]`` of ``dtype``; floats ``[B, T, input_dim]`` pass through."""
     if x.dim() == 2 and not x.is_floating_point():
         return F.one_hot(x, input_dim).to(dtype)
     if x.dim() == 3 and x.size(-1) == input_dim:

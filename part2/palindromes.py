@@ -10,11 +10,11 @@ against ``L``.
 Run from the repository root::
 
     python -m part2.palindromes --min_length 5 --max_length 50 --length_step 5 \\
-        --train_steps 2000 --results_dir results/part2/palindromes
+        --train_steps 1000 --num_hidden 64 --results_dir results/part2/palindromes
 
 The sweep writes ``results.json`` (atomically, after every (model, L) pair, so
 an interrupted sweep resumes where it stopped when run again with the same
-arguments), ``palindrome_accuracy.png`` and TensorBoard logs into
+arguments), TensorBoard logs and, at the end, ``palindrome_accuracy.png`` into
 ``--results_dir``.
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ from part2.palindrome_model import PalindromeLSTM, VanillaRNN
 
 NUM_DIGITS = 10
 MODEL_LABELS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
-# The held-out batches come from a stream that the training stream never reaches.
+# The held-out batches come from a differently seeded stream: fresh palindromes
+# (though at short L, with only 10 ** ceil(L / 2) of them, most also occur in training).
 EVAL_SEED_OFFSET = 2**32
 # Arguments that change the results: a resumed sweep must use the same ones.
 CONFIG_KEYS = (
@@ -143,7 +144,7 @@ def train_palindrome(
     train_steps: int,
     batch_size: int = 128,
     lr: float = 1e-3,
-    num_hidden: int = 128,
+    num_hidden: int = 64,
     lstm_forget_bias: float = DEFAULT_LSTM_FORGET_BIAS,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -187,7 +188,8 @@ def train_palindrome(
     losses, accuracies, history = [], [], []
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(1, train_steps + 1), desc=f"{model_name} L={seq_length}", leave=False, disable=not progress or None)
+    steps = range(1, train_steps + 1)
+    bar = tqdm(steps, desc=f"{model_name} L={seq_length}", leave=False, disable=not progress or None)
     for step in bar:
         inputs, targets = (t.to(device) for t in train_data.batch(batch_size))
         logits = model(inputs)
@@ -254,9 +256,8 @@ def plot_accuracy(results: dict[str, dict[str, dict[str, Any]]], config: dict[st
     ax.set_ylabel("accuracy on held-out palindromes")
     ax.set_ylim(0.0, 1.05)
     ax.set_title(
-        f"{config['train_steps']} steps of batch {config['batch_size']}, "
-        f"{config['optimizer']} lr {config['lr']:g}, {config['num_hidden']} hidden units, "
-        f"LSTM forget bias {config['lstm_forget_bias']:g}",
+        f"{config['train_steps']} steps of batch {config['batch_size']}, {config['optimizer']} lr {config['lr']:g}, "
+        f"{config['num_hidden']} hidden units\nLSTM forget-gate bias initialised at {config['lstm_forget_bias']:g}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
@@ -321,7 +322,6 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         )
         data["results"][name][str(length)] = result
         write_json_atomic(data, results_path)
-        plot_accuracy(data["results"], config, results_dir / "palindrome_accuracy.png")
         tqdm.write(
             f"{MODEL_LABELS[name]:>11} L={length:3d}: accuracy {result['accuracy']:.4f}, "
             f"loss {result['loss']:.4f}, {result['seconds']:.1f} s"
@@ -331,16 +331,20 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--min_length", type=int, default=5, help="shortest palindrome length L")
     parser.add_argument("--max_length", type=int, default=50, help="longest palindrome length L")
     parser.add_argument("--length_step", type=int, default=5, help="step between swept lengths")
-    parser.add_argument("--models", nargs="+", choices=sorted(MODEL_LABELS), default=["rnn", "lstm"], help="models to sweep")
-    parser.add_argument("--train_steps", type=int, default=2000, help="training steps per (model, L)")
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument(
+        "--models", nargs="+", choices=sorted(MODEL_LABELS), default=["rnn", "lstm"], help="models to sweep"
+    )
+    parser.add_argument("--train_steps", type=int, default=1000, help="training steps per (model, L)")
+    parser.add_argument("--batch_size", type=int, default=128, help="palindromes per training step")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    parser.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam")
-    parser.add_argument("--num_hidden", type=int, default=128, help="hidden state size of both models")
+    parser.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer of both models")
+    parser.add_argument("--num_hidden", type=int, default=64, help="hidden state size of both models")
     parser.add_argument(
         "--lstm_forget_bias",
         type=float,
@@ -349,9 +353,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--clip_grad_norm", type=float, default=10.0, help="maximum gradient norm")
     parser.add_argument("--eval_batches", type=int, default=20, help="held-out batches for the final accuracy")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--results_dir", default="results/part2/palindromes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data streams")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument(
+        "--results_dir",
+        default="results/part2/palindromes",
+        help="folder of results.json, the figure and TensorBoard logs",
+    )
     return parser.parse_args(argv)
 
 
@@ -361,9 +369,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         data = run_sweep(args)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
-    print(f"results in {Path(args.results_dir) / 'results.json'} and {Path(args.results_dir) / 'palindrome_accuracy.png'}")
+    results_dir = Path(args.results_dir)
+    print(f"results in {results_dir / 'results.json'} and {results_dir / 'palindrome_accuracy.png'}")
     for name, per_length in data["results"].items():
-        curve = ", ".join(f"L={length}: {r['accuracy']:.3f}" for length, r in sorted(per_length.items(), key=lambda kv: int(kv[0])))
+        lengths = sorted(per_length, key=int)
+        curve = ", ".join(f"L={length}: {per_length[length]['accuracy']:.3f}" for length in lengths)
         print(f"{MODEL_LABELS.get(name, name)}: {curve}")
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from part2.curves import plot_training_curves
+from part2.curves import plot_results_dir
 from part2.dataset import TextDataset, samples_to_strings, text_collate_fn
 from part2.model import TextGenerationModel
 
@@ -198,7 +198,8 @@ def train(args: argparse.Namespace) -> list[dict]:
         }, checkpoint_path)
         metrics = {"config": {key: value for key, value in vars(args).items()}, "epochs": history}
         _atomic_write_text(json.dumps(metrics, indent=1), results_dir / "metrics.json")
-        plot_training_curves(history, results_dir / "curves.png", title)
+        writer.flush()
+        plot_results_dir(results_dir)
     writer.close()
     return history
 

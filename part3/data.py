@@ -11,13 +11,14 @@ whose edges are its covalent bonds, in both directions:
 * ``y``          ``[1, 2]``          targets in eV, columns ``TARGETS`` = (U0_ATOM, U0);
 * ``idx``        ``[1]``             QM9 index (the number in ``dsgdb9nsd_<idx>.xyz``).
 
-Bonds and bond orders come from the molecule's SMILES through RDKit
-(``Chem.AddHs``); perceiving them from the coordinates loses bond orders.
-RDKit numbers the heavy atoms in SMILES order, which is the XYZ order, but it
-appends every hydrogen at the end, whereas the XYZ files put the hydrogens
-written inside brackets (``[NH3+]``, ``[CH-]``) right after their atom; the
-graph is renumbered to the XYZ order and checked against the element list of
-every molecule.
+Bonds and bond orders come from the molecule's SMILES through RDKit (with the
+hydrogens ``Chem.AddHs`` would add); perceiving them from the coordinates loses
+bond orders. RDKit's atom order differs from the XYZ order in about 0.3 % of
+the molecules: it appends every hydrogen at the end, whereas the XYZ files put
+the hydrogens of bracket atoms (``[NH3+]``, ``[CH-]``) right after their atom,
+and some small symmetric molecules list their heavy atoms in another order.
+The coordinates decide which atom is which (see :func:`smiles_to_graph`), and
+every molecule's atoms are checked against its element list.
 
 :func:`get_qm9` splits the dataset with a fixed permutation into 100,000
 training, 10,000 validation and 20,831 test molecules and z-scores the chosen
@@ -362,14 +363,16 @@ def _chunks(frame: pd.DataFrame) -> Iterator[tuple[list[str], list[str], list[st
         yield part["SMILES"].tolist(), part["Elements"].tolist(), part["XYZ_Ang"].tolist()
 
 
-def build_qm9_tensors(frame: pd.DataFrame, num_workers: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def build_qm9_tensors(
+    frame: pd.DataFrame, num_workers: int | None = None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Collated graph tensors and their per-molecule slices, in the layout of ``InMemoryDataset``.
 
     Building the concatenated tensors directly avoids creating and collating
-    130,831 ``Data`` objects, which takes longer than the chemistry itself.
+    130,831 ``Data`` objects.
 
     Args:
-        frame: qm9pack rows with the columns Index, SMILES, Elements, InternalEnergy_0K_au.
+        frame: qm9pack rows with the columns Index, SMILES, Elements, XYZ_Ang, InternalEnergy_0K_au.
         num_workers: processes for RDKit (default: the usable CPU cores).
     """
     if num_workers is None:

@@ -1,4 +1,4 @@
-"""Figures of the QM9 comparison: validation curves and test versus permuted-test loss."""
+"""Figures and table of the QM9 comparison: validation curves, test versus permuted-test loss."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,3 +57,18 @@ def plot_test_vs_permuted(results: Mapping[str, Mapping[str, Any]], path: str | 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of test and permuted-test MSE (z-units) and MAE (eV), one row per model."""
+    lines = [
+        "| model | parameters | best epoch | test MSE (z) | permuted test MSE (z) "
+        "| test MAE (eV) | permuted test MAE (eV) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {_LABELS.get(name, name)} | {r['num_parameters']:,} | {r['best_epoch']} | {r['test_loss']:.5f} "
+            f"| {r['permuted_test_loss']:.5f} | {r['test_mae_ev']:.4f} | {r['permuted_test_mae_ev']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"

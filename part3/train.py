@@ -7,8 +7,9 @@ Usage (from the repository root)::
     python -m part3.train --model both --epochs 1 --train_subset 2000 --eval_subset 500   # smoke run
 
 Writes ``<results_dir>/<model>.json`` (per-epoch losses, test and permuted-test
-MSE in z-units, MAE in eV), for ``--model both`` also ``comparison.json``, and
-the figures ``<run>_validation_curves.png`` and ``<run>_test_vs_permuted.png``;
+MSE in z-units, MAE in eV), for ``--model both`` also ``comparison.json``, a
+Markdown table ``<run>_results.md`` and the figures
+``<run>_validation_curves.png`` and ``<run>_test_vs_permuted.png``;
 checkpoints (``<model>_checkpoint.pt``, resumable with ``--resume``) and
 TensorBoard logs go to the same folder.
 """
@@ -40,7 +41,7 @@ from part3.data import (
     get_qm9,
 )
 from part3.model import GNN, MLP
-from part3.plots import plot_test_vs_permuted, plot_validation_curves
+from part3.plots import plot_test_vs_permuted, plot_validation_curves, results_table
 
 MODELS = ("mlp", "gnn")
 
@@ -347,6 +348,7 @@ def main(
     run = "comparison" if model == "both" else model
     if model == "both":
         (results_dir / "comparison.json").write_text(json.dumps(results, indent=2))
+    (results_dir / f"{run}_results.md").write_text(results_table(results))
     plot_validation_curves(results, results_dir / f"{run}_validation_curves.png")
     plot_test_vs_permuted(results, results_dir / f"{run}_test_vs_permuted.png")
     print(f"results written to {results_dir.resolve()}")
@@ -354,7 +356,9 @@ def main(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default="both", choices=[*MODELS, "both"], help="model(s) to train")
     parser.add_argument("--mlp_hidden_dims", default=[128, 128, 128, 128], type=int, nargs="*",
                         help="hidden widths of the MLP (none: a linear model)")

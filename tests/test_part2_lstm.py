@@ -14,6 +14,15 @@ from part2.lstm_function import GATE_ORDER, LSTMSequence, lstm_sequence_referenc
 from part2.model import LSTM
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine its spinning costs time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def copy_into_torch_lstm(lstm: LSTM) -> torch.nn.LSTM:
     """A ``torch.nn.LSTM`` with the weights of ``lstm`` (gate order i, f, g, o; the bias all in ``bias_ih``)."""
     reference = torch.nn.LSTM(lstm.embed_dim, lstm.hidden_dim).to(lstm.weight_x.dtype)

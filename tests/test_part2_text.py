@@ -8,11 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from part2 import generate
+from part2 import curves, generate
 from part2.dataset import TextDataset, read_text, samples_to_strings, text_collate_fn
 from part2.model import TextGenerationModel
 from part2.train import main as train_main
 from part2.train import parse_args, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine its spinning costs time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_model(num_layers: int = 1, vocabulary_size: int = 11) -> TextGenerationModel:
@@ -127,6 +136,8 @@ def test_resume_gives_the_same_training_as_uninterrupted(tmp_path: Path) -> None
         assert (tmp_path / "resumed" / name).is_file()
     assert (tmp_path / "straight" / "samples.md").read_text() == (tmp_path / "resumed" / "samples.md").read_text()
     assert b["chars"] == sorted(set(book.read_text()))
+    curves.main(["--results_dir", str(tmp_path / "resumed"), "--output", str(tmp_path / "redrawn.png")])
+    assert (tmp_path / "redrawn.png").stat().st_size > 10_000
 
 
 def test_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

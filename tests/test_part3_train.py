@@ -105,7 +105,7 @@ def test_command_line_run_writes_results_and_resumes(qm9_data_dir, tmp_path, cap
               "--eval_subset", "100", "--batch_size", "64", "--mlp_hidden_dims", "32", "--gnn_hidden_dims", "16"]
     trainer.cli(["--model", "both", "--epochs", "1", *common])
     assert "results written to" in capsys.readouterr().out
-    for name in ("mlp.json", "gnn.json", "comparison.json", "comparison_validation_curves.png",
+    for name in ("mlp.json", "gnn.json", "comparison.json", "comparison_results.md", "comparison_validation_curves.png",
                  "comparison_test_vs_permuted.png", "mlp_checkpoint.pt", "gnn_best.pt"):
         assert (results_dir / name).is_file(), name
     comparison = json.loads((results_dir / "comparison.json").read_text())

@@ -200,24 +200,31 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Cancel all jobs, then stop slurmd, slurmctld and munged through their PID files."""
-        if self._pid("slurmctld") is not None:
-            self.run("scancel", f"--user={os.getuid()}", check=False)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                running = self.run("squeue", "-h", "-t", "RUNNING,COMPLETING", check=False)
-                if running.returncode != 0 or not running.stdout.strip():
-                    break
-                time.sleep(0.5)
+        if self._pid("slurmctld") is not None and self._pid("slurmd") is not None:
+            # Cancelled jobs end through slurmd, so it must still be up here.
+            try:
+                self.run("scancel", f"--user={os.getuid()}", check=False, timeout=15)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    running = self.run("squeue", "-h", "-t", "RUNNING,COMPLETING", check=False, timeout=15)
+                    if running.returncode != 0 or not running.stdout.strip():
+                        break
+                    time.sleep(0.5)
+            except subprocess.TimeoutExpired:
+                pass
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self._pid(name)
             if pid is None:
                 continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while _process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _process_state(pid) not in (None, "Z"):
-                os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while _process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if _process_state(pid) not in (None, "Z"):
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def daemon_logs(self) -> str:
         return "\n".join(_tail(path) for path in self.logs.values())

@@ -7,7 +7,8 @@ Every job file must pass ``sbatch --test-only`` against the controller, on the
 * the Part 1 array (the debug model and ResNet-18, the CE/RCE reference, 1 epoch on a
   few hundred images of the offline CIFAR-10 copy), chained by ``submit_part1.sh`` to
   the report job;
-* the Part 2 text job (a tiny LSTM for a few steps on one offline book);
+* the Part 2 text job (a tiny LSTM for a few steps on one offline book), and the same
+  job resubmitted with one more epoch, which must resume from the first one's checkpoint;
 * the palindrome sweep (one length, a few steps);
 * the Part 3 job (1 epoch on a small QM9 subset).
 
@@ -96,7 +97,11 @@ def real_runs(slurm_cluster, submit_dir, job_python_env, shared_data, qm9_data_d
         "BATCH_SIZE": "8", "LSTM_HIDDEN_DIM": "16", "EMBEDDING_SIZE": "8",
     }
     runs["part2_train"] = slurm_cluster.sbatch(str(JOBS_DIR / "part2_train.job"), cwd=submit_dir, env=part2_env)
-    runs["part2_env"] = part2_env
+    # The same job again once the first has finished, as a user would resubmit it after a
+    # time-out, with one more epoch: it must continue from the first one's checkpoint.
+    runs["part2_resubmitted"] = slurm_cluster.sbatch(
+        f"--dependency=afterok:{runs['part2_train']}", str(JOBS_DIR / "part2_train.job"),
+        cwd=submit_dir, env={**part2_env, "NUM_EPOCHS": "2"})
 
     palindrome_env = {
         **job_python_env, "MIN_LENGTH": "5", "MAX_LENGTH": "5", "TRAIN_STEPS": "20",
@@ -147,16 +152,11 @@ def test_part1_array_then_dependent_report(slurm_cluster, submit_dir, real_runs)
 def test_part2_text_job_runs_and_resumes_when_resubmitted(slurm_cluster, submit_dir, real_runs):
     runs, results = real_runs
     assert_completed(slurm_cluster, submit_dir, runs["part2_train"])
+    records = assert_completed(slurm_cluster, submit_dir, runs["part2_resubmitted"])
+    assert "resuming from" in Path(records[0]["StdOut"]).read_text(), slurm_cluster.report(records)
     folder = results / "part2"
     for name in ("checkpoint.pt", "metrics.json", "samples.json", "curves.png"):
         assert (folder / name).is_file(), sorted(p.name for p in folder.iterdir())
-
-    # Submitted again with the same results folder (as after a time-out), the job continues
-    # from the checkpoint: here with one more epoch.
-    again = slurm_cluster.sbatch(str(JOBS_DIR / "part2_train.job"), cwd=submit_dir,
-                                 env={**runs["part2_env"], "NUM_EPOCHS": "2"})
-    records = assert_completed(slurm_cluster, submit_dir, again)
-    assert "resuming from" in Path(records[0]["StdOut"]).read_text(), slurm_cluster.report(records)
     epochs = json.loads((folder / "metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +36,9 @@ def test_script_is_valid_bash(script):
 
 
 @pytest.fixture(scope="module")
-def venv(repo_root: Path) -> Path:
-    path = Path(sys.prefix) if sys.prefix != sys.base_prefix else repo_root / ".venv"
-    if not (path / "bin" / "activate").is_file():
-        pytest.skip(f"no virtual environment with bin/activate at {path}")
-    return path
+def venv(job_python_env: dict[str, str]) -> Path:
+    """The virtual environment the dry runs activate (the one running the tests)."""
+    return Path(job_python_env["VENV"])
 
 
 def dry_run(job: str, venv: Path, cwd: Path = REPO_ROOT, **variables: str) -> subprocess.CompletedProcess:
@@ -185,3 +182,13 @@ def test_logs_folder_is_kept_in_git_but_its_logs_are_not(repo_root):
     assert keep.returncode == 1, "lisa_jobs/logs/.gitignore is git-ignored; a clone would lack lisa_jobs/logs/"
     log = subprocess.run(["git", "check-ignore", "-q", "lisa_jobs/logs/part1_train_1_0.out"], cwd=repo_root)
     assert log.returncode == 0, "job logs in lisa_jobs/logs/ are not git-ignored"
+
+
+@pytest.mark.parametrize("job", ["part1_train.job", "install_environment.job"])
+def test_job_without_conda_or_venv_fails_clearly(tmp_path, job):
+    """Neither VENV nor a `module` command nor conda: one line saying what to set."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REPO_DIR": str(REPO_ROOT), "DRY_RUN": "1"}
+    result = subprocess.run(["bash", str(JOBS_DIR / job)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "error: conda not found; set MODULES" in result.stderr, result.stderr
