@@ -68,7 +68,7 @@ class LSTM(nn.Module):
             self.gate_slice(self.bias, "f").add_(1.0)
 
     def gate_slice(self, tensor: torch.Tensor, gate: str) -> torch.Tensor:
-        """The rows of a stacked ``[4H, ...]`` parameter (or ``[..., 4H]`` gate tensor) that belong to ``gate``."""
+        """The rows of a stacked ``[4H, ...]`` parameter (or its gradient) that belong to ``gate`` (one of ``GATE_ORDER``)."""
         k = GATE_ORDER.index(gate)
         return tensor.narrow(0, k * self.hidden_dim, self.hidden_dim)
 

@@ -233,35 +233,52 @@ def write_json_atomic(data: dict[str, Any], path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
+        # mkstemp creates the file readable by its owner only; results are meant to be shared.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def steps_to_accuracy(history: Sequence[Sequence[float]], threshold: float = 0.99) -> Optional[int]:
+    """First logged step whose windowed training accuracy reaches ``threshold`` (``None`` if it never does)."""
+    return next((int(step) for step, _, accuracy in history if accuracy >= threshold), None)
+
+
 def plot_accuracy(results: dict[str, dict[str, dict[str, Any]]], config: dict[str, Any], path: Path) -> None:
-    """Held-out accuracy against palindrome length, one line per model, saved as PNG at ``path``."""
+    """Held-out accuracy (top) and steps to 99 % training accuracy (bottom) against L, saved as PNG at ``path``.
+
+    One line per model; the bottom panel leaves a gap where a model never reached 99 %.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, (ax_acc, ax_steps) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(3, 2))
     for name, per_length in results.items():
         lengths = sorted(int(length) for length in per_length)
-        accuracy = [per_length[str(length)]["accuracy"] for length in lengths]
-        ax.plot(lengths, accuracy, marker="o", label=MODEL_LABELS.get(name, name))
-    ax.axhline(1.0 / NUM_DIGITS, color="gray", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel("palindrome length L (the model reads L - 1 digits)")
-    ax.set_ylabel("accuracy on held-out palindromes")
-    ax.set_ylim(0.0, 1.05)
-    ax.set_title(
+        runs = [per_length[str(length)] for length in lengths]
+        line = ax_acc.plot(lengths, [run["accuracy"] for run in runs], marker="o", label=MODEL_LABELS.get(name, name))
+        steps = [steps_to_accuracy(run["history"]) for run in runs]
+        ax_steps.plot(
+            lengths, [math.nan if s is None else s for s in steps], marker="o", color=line[0].get_color()
+        )
+    ax_acc.axhline(1.0 / NUM_DIGITS, color="gray", linestyle="--", linewidth=1, label="chance")
+    ax_acc.set_ylabel("accuracy on held-out palindromes")
+    ax_acc.set_ylim(0.0, 1.05)
+    ax_acc.set_title(
         f"{config['train_steps']} steps of batch {config['batch_size']}, {config['optimizer']} lr {config['lr']:g}, "
         f"{config['num_hidden']} hidden units\nLSTM forget-gate bias initialised at {config['lstm_forget_bias']:g}",
         fontsize=10,
     )
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax_acc.legend()
+    ax_steps.set_ylabel("steps to 99 % train accuracy")
+    ax_steps.set_ylim(0, config["train_steps"])
+    ax_steps.set_xlabel("palindrome length L (the model reads L - 1 digits)")
+    for ax in (ax_acc, ax_steps):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 _LABELS = {"mlp": "MLP", "gnn": "GNN"}
 
@@ -24,6 +25,7 @@ def plot_validation_curves(results: Mapping[str, Mapping[str, Any]], path: str |
         losses = result["val_losses"]
         axis.plot(range(1, len(losses) + 1), losses, marker="o", label=_LABELS.get(name, name))
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("validation MSE (z-scored target)")
     axis.set_yscale("log")
     axis.set_title("QM9 validation loss")

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from part2.model import LSTM
 from part2.palindrome_model import PalindromeLSTM, VanillaRNN
-from part2.palindromes import PalindromeDataset, generate_palindromes, main, train_palindrome
+from part2.palindromes import PalindromeDataset, generate_palindromes, main, steps_to_accuracy, train_palindrome
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> None:
@@ -148,6 +148,13 @@ def test_training_is_seeded() -> None:
     third = train_palindrome("rnn", 6, seed=5, **kwargs)
     assert first["history"] == second["history"] and first["loss"] == second["loss"]
     assert first["history"] != third["history"]
+
+
+def test_steps_to_accuracy() -> None:
+    history = [[10, 2.3, 0.1], [20, 0.4, 0.95], [30, 0.05, 0.995], [40, 0.01, 1.0]]
+    assert steps_to_accuracy(history) == 30
+    assert steps_to_accuracy(history, threshold=0.9) == 20
+    assert steps_to_accuracy(history[:2]) is None
 
 
 def test_sweep_cli_writes_results_and_resumes(tmp_path, capsys) -> None:
