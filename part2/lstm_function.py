@@ -15,8 +15,7 @@ then one large matrix product each::
 
 Gate blocks of the stacked parameters are in the order ``GATE_ORDER``:
 the three sigmoid gates first, then the tanh candidate ``g``, so each
-nonlinearity is one call on a contiguous block of columns; in the backward
-pass the three gates driven by the cell gradient (i, f, g) are contiguous too.
+nonlinearity is one call on a contiguous block of columns.
 
 The per-step products can optionally run on oneDNN's linear primitive
 (``use_mkldnn``; float32 on CPU only), which is faster than the BLAS ``mm``
@@ -30,7 +29,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-GATE_ORDER = ("o", "i", "f", "g")
+GATE_ORDER = ("i", "f", "o", "g")
 
 
 def lstm_sequence_reference(
@@ -49,8 +48,8 @@ def lstm_sequence_reference(
     h, c = h0, c0
     outputs = []
     for x_t in x.unbind(0):
-        o, i, f, g = (x_t @ weight_x.t() + h @ weight_h.t() + bias).chunk(4, dim=1)
-        o, i, f, g = torch.sigmoid(o), torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+        i, f, o, g = (x_t @ weight_x.t() + h @ weight_h.t() + bias).chunk(4, dim=1)
+        i, f, o, g = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g)
         c = g * i + c * f
         h = torch.tanh(c) * o
         outputs.append(h)
@@ -102,7 +101,7 @@ def _forward_loop(
             a.addmm_(hs[t], weight_h_t)
         a[:, : 3 * H].sigmoid_()
         a[:, 3 * H :].tanh_()
-        o, i, f, g = a.split(H, dim=1)
+        i, f, o, g = a.split(H, dim=1)
         c = torch.mul(f, cs[t], out=cs[t + 1])
         c.addcmul_(i, g)
         torch.mul(o, torch.tanh(c, out=tanh_cs[t]), out=hs[t + 1])
@@ -126,24 +125,6 @@ class LSTMSequence(torch.autograd.Function):
         x, weight_x, weight_h, gates, hs, cs, tanh_cs = ctx.saved_tensors
         T, B, E = x.shape
         H = hs.size(2)
-        o, i, f, g = gates.split(H, dim=2)
-        # With dh_t and dc_t the gradients reaching h_t and c_t, the gradients of
-        # the gate pre-activations dA_t = (dA_o, dA_i, dA_f, dA_g) are
-        #   dc_t += dh_t * o_t (1 - tanh(c_t)^2)           = dh_t * p_t
-        #   dA_o  = dh_t * tanh(c_t) o_t (1 - o_t)          = dh_t * k_o,t
-        #   dA_i  = dc_t * g_t i_t (1 - i_t)                 = dc_t * k_i,t
-        #   dA_f  = dc_t * c_{t-1} f_t (1 - f_t)             = dc_t * k_f,t
-        #   dA_g  = dc_t * i_t (1 - g_t^2)                   = dc_t * k_g,t
-        # and they flow to the previous step as dc_{t-1} = dc_t * f_t and
-        # dh_{t-1} = (gradient of the output h_{t-1}) + dA_t @ W_h. The factors
-        # p, k do not depend on the recurrence: they are computed for all time
-        # steps at once, leaving four small operations and one product per step.
-        p = o * (1.0 - tanh_cs * tanh_cs)
-        k_o = tanh_cs * o * (1.0 - o)
-        k_ifg = x.new_empty(T, B, 3, H)
-        torch.mul(g, i * (1.0 - i), out=k_ifg[:, :, 0])
-        torch.mul(cs[:-1], f * (1.0 - f), out=k_ifg[:, :, 1])
-        torch.mul(i, 1.0 - g * g, out=k_ifg[:, :, 2])
         if grad_outputs is None:
             grad_outputs = x.new_zeros(T, B, H)
         dh = grad_outputs[T - 1] if grad_h_last is None else grad_outputs[T - 1] + grad_h_last
@@ -152,12 +133,29 @@ class LSTMSequence(torch.autograd.Function):
         if ctx.use_mkldnn:
             # oneDNN's weight layout is [out, in]: here out = H, in = 4H.
             weight_h_mkldnn = weight_h.t().contiguous().to_mkldnn()
+        # Everything of one step stays in [B, H] blocks that fit in the cache;
+        # computing the step-independent factors for all steps at once instead
+        # measured slower (it streams several [T, B, H] tensors through memory).
         for t in range(T - 1, -1, -1):
+            a = gates[t]
+            i, f, o, g = a.split(H, dim=1)
+            tanh_c = tanh_cs[t]
             da = d_gates[t]
-            dc.addcmul_(dh, p[t])
-            torch.mul(dh, k_o[t], out=da[:, :H])
-            torch.mul(k_ifg[t], dc.unsqueeze(1), out=da[:, H:].view(B, 3, H))
-            dc.mul_(f[t])
+            di, df, do, dg = da.split(H, dim=1)
+            # With dh, dc the gradients reaching h_t and c_t:
+            #   do = dh * tanh(c_t),  dc += dh * o * (1 - tanh(c_t)^2),
+            #   di = dc * g,  df = dc * c_{t-1},  dg = dc * i,  then through the
+            #   nonlinearities (sigmoid' = s (1 - s), tanh' = 1 - tanh^2) to dA_t;
+            #   dc_{t-1} = dc * f and dh_{t-1} = (gradient of the output h_{t-1}) + dA_t @ W_h.
+            torch.mul(dh, tanh_c, out=do)
+            dc.addcmul_(dh * o, 1.0 - tanh_c * tanh_c)
+            torch.mul(dc, i, out=dg)
+            dg.mul_(1.0 - g * g)
+            torch.mul(dc, g, out=di)
+            torch.mul(dc, cs[t], out=df)
+            sigmoids = a[:, : 3 * H]
+            da[:, : 3 * H].mul_(sigmoids - sigmoids * sigmoids)
+            dc.mul_(f)
             if t > 0 or ctx.needs_input_grad[1]:
                 recurrent = _mkldnn_linear(da, weight_h_mkldnn) if ctx.use_mkldnn else torch.mm(da, weight_h)
                 dh = recurrent.add_(grad_outputs[t - 1]) if t > 0 else recurrent

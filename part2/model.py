@@ -30,11 +30,12 @@ class LSTM(nn.Module):
     The four gates share one weight matrix per input so that the input of all
     time steps is projected with one matrix product and each time step needs a
     single recurrent product for all gates. The blocks of ``4 * H`` rows are in
-    the order ``(o, i, f, g)`` (``GATE_ORDER``; ``gate_slice`` picks one)::
+    the order ``(i, f, o, g)`` (``GATE_ORDER``; ``gate_slice`` picks one): the
+    sigmoid gates first, then the tanh candidate::
 
-        weight_x = [W_ox; W_ix; W_fx; W_gx]   # [4H, E]
-        weight_h = [W_oh; W_ih; W_fh; W_gh]   # [4H, H]
-        bias     = [b_o;  b_i;  b_f;  b_g ]   # [4H]
+        weight_x = [W_ix; W_fx; W_ox; W_gx]   # [4H, E]
+        weight_h = [W_ih; W_fh; W_oh; W_gh]   # [4H, H]
+        bias     = [b_i;  b_f;  b_o;  b_g ]   # [4H]
 
     The backward pass through time is hand-written (``part2.lstm_function``).
 

@@ -37,13 +37,16 @@ class VanillaRNN(nn.Module):
 
     Parameters: ``W_hx [H, D]``, ``W_hh [H, H]``, ``b_h [H]``, ``W_ph [C, H]``, ``b_p [C]``.
 
-    Initialisation: ``W_hh`` orthogonal, because all its singular values are 1,
-    so at initialisation (where tanh is near-linear) a signal or gradient
-    carried through ``t`` steps is neither amplified nor shrunk by ``W_hh^t``;
-    this gives the vanilla RNN its best chance on long sequences, so that the
-    comparison with the LSTM is fair. ``W_hx`` and ``W_ph`` Xavier-uniform
-    (unit-variance activations for the one-hot input and the logits), biases
-    zero.
+    Initialisation (``init="orthogonal"``, the default): ``W_hh`` orthogonal,
+    because all its singular values are 1, so at initialisation (where tanh is
+    near-linear) a signal or gradient carried through ``t`` steps is neither
+    amplified nor shrunk by ``W_hh^t``; this gives the vanilla RNN its best
+    chance on long sequences, so that the comparison with the LSTM is fair.
+    ``W_hx`` and ``W_ph`` Xavier-uniform (unit-variance activations for the
+    one-hot input and the logits), biases zero. ``init="uniform"`` instead
+    draws every parameter from ``U(-1/sqrt(H), 1/sqrt(H))``, the default of
+    ``torch.nn.RNN``: the singular values of ``W_hh`` then lie between 0 and
+    about 2/sqrt(3), most of them below 1, so the gradient through many steps vanishes.
 
     Args:
         seq_length: length ``T`` of the input sequences of the course template;
@@ -51,10 +54,16 @@ class VanillaRNN(nn.Module):
         input_dim: size ``D`` of one input vector (10 for one-hot digits).
         num_hidden: hidden state size ``H``.
         num_classes: number of output classes ``C``.
+        init: ``"orthogonal"`` or ``"uniform"`` (see above).
     """
 
-    def __init__(self, seq_length: int, input_dim: int, num_hidden: int, num_classes: int) -> None:
+    def __init__(
+        self, seq_length: int, input_dim: int, num_hidden: int, num_classes: int, init: str = "orthogonal"
+    ) -> None:
         super().__init__()
+        if init not in ("orthogonal", "uniform"):
+            raise ValueError(f"unknown init {init!r}; choose orthogonal or uniform")
+        self.init = init
         self.seq_length = seq_length
         self.input_dim = input_dim
         self.num_hidden = num_hidden
@@ -67,7 +76,12 @@ class VanillaRNN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Orthogonal ``W_hh``, Xavier-uniform ``W_hx`` and ``W_ph``, zero biases (see the class docstring)."""
+        """Initialise as chosen by ``init`` (see the class docstring)."""
+        if self.init == "uniform":
+            bound = 1.0 / self.num_hidden**0.5
+            for parameter in self.parameters():
+                nn.init.uniform_(parameter, -bound, bound)
+            return
         nn.init.xavier_uniform_(self.W_hx)
         nn.init.orthogonal_(self.W_hh)
         nn.init.zeros_(self.b_h)

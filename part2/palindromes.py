@@ -44,8 +44,8 @@ MODEL_LABELS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
 EVAL_SEED_OFFSET = 2**32
 # Arguments that change the results: a resumed sweep must use the same ones.
 CONFIG_KEYS = (
-    "train_steps", "batch_size", "lr", "num_hidden", "lstm_forget_bias", "seed", "clip_grad_norm", "optimizer",
-    "eval_batches",
+    "train_steps", "batch_size", "lr", "num_hidden", "rnn_init", "lstm_forget_bias", "seed", "clip_grad_norm",
+    "optimizer", "eval_batches",
 )
 # Initial forget-gate bias of the LSTM classifier: with the LSTM's own +1 it
 # stays at chance for L = 50 within 1500 steps, with +3 it solves L = 50 in a
@@ -111,11 +111,15 @@ class PalindromeDataset(Dataset):
 
 
 def build_model(
-    name: str, seq_length: int, num_hidden: int, lstm_forget_bias: float = DEFAULT_LSTM_FORGET_BIAS
+    name: str,
+    seq_length: int,
+    num_hidden: int,
+    rnn_init: str = "orthogonal",
+    lstm_forget_bias: float = DEFAULT_LSTM_FORGET_BIAS,
 ) -> nn.Module:
     """A palindrome classifier (``"rnn"`` or ``"lstm"``) over one-hot digits with ``num_hidden`` units."""
     if name == "rnn":
-        return VanillaRNN(seq_length - 1, NUM_DIGITS, num_hidden, NUM_DIGITS)
+        return VanillaRNN(seq_length - 1, NUM_DIGITS, num_hidden, NUM_DIGITS, init=rnn_init)
     if name == "lstm":
         return PalindromeLSTM(seq_length - 1, NUM_DIGITS, num_hidden, NUM_DIGITS, forget_bias=lstm_forget_bias)
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_LABELS)}")
@@ -145,6 +149,7 @@ def train_palindrome(
     batch_size: int = 128,
     lr: float = 1e-3,
     num_hidden: int = 64,
+    rnn_init: str = "orthogonal",
     lstm_forget_bias: float = DEFAULT_LSTM_FORGET_BIAS,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -168,7 +173,7 @@ def train_palindrome(
     """
     device = torch.device(device)
     torch.manual_seed(seed)
-    model = build_model(model_name, seq_length, num_hidden, lstm_forget_bias).to(device)
+    model = build_model(model_name, seq_length, num_hidden, rnn_init, lstm_forget_bias).to(device)
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     elif optimizer == "rmsprop":
@@ -329,6 +334,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             lr=args.lr,
             num_hidden=args.num_hidden,
+            rnn_init=args.rnn_init,
             lstm_forget_bias=args.lstm_forget_bias,
             seed=args.seed,
             device=args.device,
@@ -362,6 +368,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     parser.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer of both models")
     parser.add_argument("--num_hidden", type=int, default=64, help="hidden state size of both models")
+    parser.add_argument(
+        "--rnn_init",
+        choices=["orthogonal", "uniform"],
+        default="orthogonal",
+        help="vanilla RNN initialisation: orthogonal W_hh, or U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN",
+    )
     parser.add_argument(
         "--lstm_forget_bias",
         type=float,

@@ -89,6 +89,16 @@ def test_vanilla_rnn_initialisation() -> None:
     assert model.W_hx.abs().max() <= bound
 
 
+def test_vanilla_rnn_uniform_initialisation() -> None:
+    torch.manual_seed(0)
+    model = VanillaRNN(seq_length=10, input_dim=10, num_hidden=16, num_classes=10, init="uniform")
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.25, name
+        assert parameter.abs().max() > 0.2, name
+    with pytest.raises(ValueError, match="unknown init"):
+        VanillaRNN(10, 10, 16, 10, init="zeros")
+
+
 def test_palindrome_lstm_uses_the_hand_written_lstm() -> None:
     torch.manual_seed(0)
     model = PalindromeLSTM(seq_length=9, input_dim=10, num_hidden=16, num_classes=10)
