@@ -105,8 +105,7 @@ class PalindromeLSTM(nn.Module):
     """The hand-written :class:`part2.model.LSTM` with a linear read-out of the last hidden state.
 
     For inputs ``x_1 .. x_T`` and ``(h_0, c_0) = 0``, the LSTM of ``part2.model``
-    gives ``h_1 .. h_T`` (``[B, num_hidden]`` each; forget-gate bias
-    initialised at +1) and::
+    gives ``h_1 .. h_T`` (``[B, num_hidden]`` each) and::
 
         p = W_ph h_T + b_p                             # [B, num_classes], logits
 
@@ -116,11 +115,12 @@ class PalindromeLSTM(nn.Module):
     ``forget_bias`` shifts the LSTM's initial forget-gate bias (uniform in
     ``[-1/sqrt(H), 1/sqrt(H)]`` plus 1) so that it is centred on ``forget_bias``
     instead of 1. A cell keeps a fraction ``f ~ sigmoid(b_f)`` of its content
-    per step, so the first digit reaches the last step scaled by about
-    ``f^(T-1)``: ``0.73^48 ~ 3e-7`` for ``b_f = 1`` but ``0.95^48 ~ 0.09``
-    for ``b_f = 3``, which is what makes long palindromes learnable in a few
-    hundred steps (a larger forget-gate bias for long time lags: Gers et al.
-    2000; Tallec & Ollivier 2018).
+    per step, so the first digit (and its gradient) crosses ``T - 1`` steps
+    scaled by about ``f^(T-1)``. For ``T = 49`` (``L = 50``) that is
+    ``0.73^48 ~ 3e-7`` for ``b_f = 1`` but ``0.95^48 ~ 0.1`` for ``b_f = 3``,
+    which is what makes long palindromes learnable in a few hundred steps (a
+    larger forget-gate bias for long time lags: Gers et al. 2000; Tallec &
+    Ollivier 2018).
 
     Args:
         seq_length: length ``T`` of the input sequences of the course template;

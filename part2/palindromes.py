@@ -39,6 +39,7 @@ from part2.palindrome_model import PalindromeLSTM, VanillaRNN
 
 NUM_DIGITS = 10
 MODEL_LABELS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
+MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange"}
 # The held-out batches come from a differently seeded stream: fresh palindromes
 # (though at short L, with only 10 ** ceil(L / 2) of them, most also occur in training).
 EVAL_SEED_OFFSET = 2**32
@@ -47,9 +48,11 @@ CONFIG_KEYS = (
     "train_steps", "batch_size", "lr", "num_hidden", "rnn_init", "lstm_forget_bias", "seed", "clip_grad_norm",
     "optimizer", "eval_batches",
 )
+# Arguments that a comparison sweep drawn in the same figure must share.
+BUDGET_KEYS = ("train_steps", "batch_size", "lr", "num_hidden", "clip_grad_norm", "optimizer", "eval_batches")
 # Initial forget-gate bias of the LSTM classifier: with the LSTM's own +1 it
-# stays at chance for L = 50 within 1500 steps, with +3 it solves L = 50 in a
-# few hundred (see PalindromeLSTM).
+# stays at chance for L = 50 within 1500 steps, with 3 it reaches 99 % at
+# L = 50 in about 700 (see PalindromeLSTM and assets/part2/README_palindromes.md).
 DEFAULT_LSTM_FORGET_BIAS = 3.0
 
 
@@ -251,34 +254,59 @@ def steps_to_accuracy(history: Sequence[Sequence[float]], threshold: float = 0.9
     return next((int(step) for step, _, accuracy in history if accuracy >= threshold), None)
 
 
-def plot_accuracy(results: dict[str, dict[str, dict[str, Any]]], config: dict[str, Any], path: Path) -> None:
+def curve_label(name: str, config: dict[str, Any]) -> str:
+    """Legend label of one model's curve, naming the initialisation that the sweep used."""
+    if name == "rnn":
+        return f"vanilla RNN, {config.get('rnn_init', 'orthogonal')} init"
+    if name == "lstm":
+        return f"LSTM, forget-gate bias {config['lstm_forget_bias']:g}"
+    return name
+
+
+def load_sweep(results_dir: str | Path) -> dict[str, Any]:
+    """The ``results.json`` of a sweep folder."""
+    path = Path(results_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results.json in {results_dir}; run a sweep with --results_dir {results_dir} first")
+    return json.loads(path.read_text())
+
+
+def plot_accuracy(sweeps: Sequence[dict[str, Any]], path: Path) -> None:
     """Held-out accuracy (top) and steps to 99 % training accuracy (bottom) against L, saved as PNG at ``path``.
 
-    One line per model; the bottom panel leaves a gap where a model never reached 99 %.
+    ``sweeps`` are ``results.json`` contents: the first sweep is drawn with
+    solid lines, the others (comparisons with the same budget) dashed; one
+    line per model. The bottom panel leaves a gap where a model never reached 99 %.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_steps) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(3, 2))
-    for name, per_length in results.items():
-        lengths = sorted(int(length) for length in per_length)
-        runs = [per_length[str(length)] for length in lengths]
-        line = ax_acc.plot(lengths, [run["accuracy"] for run in runs], marker="o", label=MODEL_LABELS.get(name, name))
-        steps = [steps_to_accuracy(run["history"]) for run in runs]
-        ax_steps.plot(
-            lengths, [math.nan if s is None else s for s in steps], marker="o", color=line[0].get_color()
-        )
-    ax_acc.axhline(1.0 / NUM_DIGITS, color="gray", linestyle="--", linewidth=1, label="chance")
+    config = sweeps[0]["config"]
+    fig, (ax_acc, ax_steps) = plt.subplots(2, 1, figsize=(6.4, 6.8), sharex=True, height_ratios=(3, 2))
+    for index, sweep in enumerate(sweeps):
+        for name, per_length in sweep["results"].items():
+            lengths = sorted(int(length) for length in per_length)
+            runs = [per_length[str(length)] for length in lengths]
+            label = curve_label(name, sweep["config"])
+            if sweep["config"]["seed"] != config["seed"]:
+                label += f", seed {sweep['config']['seed']}"
+            style: dict[str, Any] = dict(marker="o", color=MODEL_COLORS.get(name), linestyle="-")
+            if index > 0:
+                style.update(linestyle="--", markerfacecolor="white")
+            ax_acc.plot(lengths, [run["accuracy"] for run in runs], label=label, **style)
+            steps = [steps_to_accuracy(run["history"]) for run in runs]
+            ax_steps.plot(lengths, [math.nan if s is None else s for s in steps], **style)
+    ax_acc.axhline(1.0 / NUM_DIGITS, color="gray", linestyle=":", linewidth=1, label="chance")
     ax_acc.set_ylabel("accuracy on held-out palindromes")
     ax_acc.set_ylim(0.0, 1.05)
     ax_acc.set_title(
-        f"{config['train_steps']} steps of batch {config['batch_size']}, {config['optimizer']} lr {config['lr']:g}, "
-        f"{config['num_hidden']} hidden units\nLSTM forget-gate bias initialised at {config['lstm_forget_bias']:g}",
+        f"{config['train_steps']} steps of batch {config['batch_size']} per model and L, "
+        f"{config['optimizer']} lr {config['lr']:g}, {config['num_hidden']} hidden units",
         fontsize=10,
     )
-    ax_acc.legend()
+    ax_acc.legend(fontsize=9)
     ax_steps.set_ylabel("steps to 99 % train accuracy")
     ax_steps.set_ylim(0, config["train_steps"])
     ax_steps.set_xlabel("palindrome length L (the model reads L - 1 digits)")
@@ -319,6 +347,13 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             )
         for name, per_length in previous["results"].items():
             data["results"].setdefault(name, {}).update(per_length)
+    comparisons = [load_sweep(folder) for folder in args.compare_dirs]
+    for folder, sweep in zip(args.compare_dirs, comparisons):
+        if any(sweep["config"][key] != config[key] for key in BUDGET_KEYS):
+            raise ValueError(
+                f"the sweep in {folder} used another budget ({sweep['config']}); compare only sweeps with the same "
+                + ", ".join(f"--{key}" for key in BUDGET_KEYS)
+            )
 
     pairs = [(name, length) for length in lengths for name in args.models]
     todo = [pair for pair in pairs if str(pair[1]) not in data["results"][pair[0]]]
@@ -349,7 +384,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             f"{MODEL_LABELS[name]:>11} L={length:3d}: accuracy {result['accuracy']:.4f}, "
             f"loss {result['loss']:.4f}, {result['seconds']:.1f} s"
         )
-    plot_accuracy(data["results"], config, results_dir / "palindrome_accuracy.png")
+    plot_accuracy([data, *comparisons], results_dir / "palindrome_accuracy.png")
     return data
 
 
@@ -382,6 +417,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--clip_grad_norm", type=float, default=10.0, help="maximum gradient norm")
     parser.add_argument("--eval_batches", type=int, default=20, help="held-out batches for the final accuracy")
+    parser.add_argument(
+        "--compare_dirs",
+        nargs="*",
+        default=[],
+        help="results folders of sweeps with the same budget (e.g. --rnn_init uniform) to draw dashed in the figure",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data streams")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument(

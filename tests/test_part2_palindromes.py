@@ -192,6 +192,17 @@ def test_sweep_cli_writes_results_and_resumes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit, match="error: .*different configuration"):
         main(["--min_length", "3", "--max_length", "5", "--length_step", "2", *base, "--lr", "0.1"])
 
+    # A second sweep (another initialisation) can draw the first one's curves in its figure, if the budget matches.
+    other = tmp_path / "uniform"
+    args = ["--min_length", "3", "--max_length", "3", "--models", "rnn", "--rnn_init", "uniform", *base]
+    main([*args, "--results_dir", str(other), "--compare_dirs", str(tmp_path)])
+    assert json.loads((other / "results.json").read_text())["config"]["rnn_init"] == "uniform"
+    assert (other / "palindrome_accuracy.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="error: .*another budget"):
+        main([*args, "--results_dir", str(tmp_path / "more_steps"), "--train_steps", "4", "--compare_dirs", str(tmp_path)])
+    with pytest.raises(SystemExit, match="error: no results.json"):
+        main([*args, "--results_dir", str(other), "--compare_dirs", str(tmp_path / "missing")])
+
 
 def test_sweep_cli_rejects_bad_lengths(tmp_path) -> None:
     with pytest.raises(SystemExit, match="error: --max_length"):
