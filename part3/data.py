@@ -78,6 +78,8 @@ _BOND_TOLERANCE = 0.45
 # and the index into BOND_TYPES of each.
 _BOND_ORDERS = np.array([1.0, 1.5, 2.0, 3.0])
 _BOND_TYPE_OF_ORDER = np.array([0, 3, 1, 2])
+# Turns qm9pack's element column into its heavy-atom symbols: "['C','O','H']" -> "CO".
+_HEAVY_SYMBOLS_ONLY = str.maketrans("", "", "[]',H")
 
 
 def qm9pack_data_folder() -> Path:
@@ -296,26 +298,36 @@ def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.nda
     radius = np.zeros((num_molecules, MAX_NUM_NODES))
     radius[molecule_of_atom, local] = np.array([_COVALENT_RADIUS[s] for s in ATOM_SYMBOLS])[atom_types]
 
-    needed = np.zeros((num_molecules, MAX_NUM_NODES), dtype=np.int64)  # hydrogens per XYZ heavy atom
-    # Bond orders between XYZ atoms (1, 2, 3, or 1.5 for aromatic); one RDKit call per molecule
-    # instead of a Python loop over its bonds.
-    orders = np.zeros((num_molecules, MAX_NUM_NODES, MAX_NUM_NODES))
+    # heavy_xyz[m, k] = XYZ number of the k-th heavy atom of molecule m.
+    is_heavy = atom_types != 0
+    heavy_molecule, heavy_local = molecule_of_atom[is_heavy], local[is_heavy]
+    heavy_counts = np.bincount(heavy_molecule, minlength=num_molecules)
+    heavy_rank = np.arange(len(heavy_molecule)) - np.repeat(np.cumsum(heavy_counts) - heavy_counts, heavy_counts)
+    max_heavy = int(heavy_counts.max())
+    heavy_xyz = np.zeros((num_molecules, max_heavy), dtype=np.int64)
+    heavy_xyz[heavy_molecule, heavy_rank] = heavy_local
+    heavy_symbols = [e.translate(_HEAVY_SYMBOLS_ONLY) for e in element_strings]
+
+    # RDKit per molecule, in SMILES numbering: hydrogens per heavy atom, and bond
+    # orders (1, 2, 3, or 1.5 for aromatic) from one call instead of a loop over bonds.
+    smiles_hydrogens = np.zeros((num_molecules, max_heavy), dtype=np.int64)
+    smiles_orders = np.zeros((num_molecules, max_heavy, max_heavy))
     slow: set[int] = set()
-    for m, (smiles, molecule_elements) in enumerate(zip(smiles_list, elements)):
+    for m, (smiles, symbols) in enumerate(zip(smiles_list, heavy_symbols)):
         mol = Chem.MolFromSmiles(smiles)
-        heavy = [i for i, element in enumerate(molecule_elements) if element != "H"]
-        if mol is None or mol.GetNumAtoms() != len(heavy):
-            slow.add(m)  # smiles_to_graph raises the precise error
+        atoms = [] if mol is None else [(atom.GetSymbol(), atom.GetTotalNumHs()) for atom in mol.GetAtoms()]
+        if "".join(symbol for symbol, _ in atoms) != symbols:
+            slow.add(m)  # heavy atoms out of order, or an error that smiles_to_graph reports
             continue
-        atoms = [mol.GetAtomWithIdx(i) for i in range(len(heavy))]
-        if [atom.GetSymbol() for atom in atoms] != [molecule_elements[i] for i in heavy]:
-            slow.add(m)
-            continue
-        needed[m, heavy] = [atom.GetTotalNumHs() for atom in atoms]
-        orders[m][np.ix_(heavy, heavy)] = Chem.GetAdjacencyMatrix(mol, useBO=True)
-    bond_molecule_array, first, second = np.nonzero(np.triu(orders))
+        smiles_hydrogens[m, : len(atoms)] = [count for _, count in atoms]
+        smiles_orders[m, : len(atoms), : len(atoms)] = Chem.GetAdjacencyMatrix(mol, useBO=True)
+    needed = np.zeros((num_molecules, MAX_NUM_NODES), dtype=np.int64)  # hydrogens per XYZ heavy atom
+    needed[heavy_molecule, heavy_local] = smiles_hydrogens[heavy_molecule, heavy_rank]
+    bond_molecule_array, first, second = np.nonzero(np.triu(smiles_orders))
+    bond_orders = smiles_orders[bond_molecule_array, first, second]
+    bond_type_array = _BOND_TYPE_OF_ORDER[np.searchsorted(_BOND_ORDERS, bond_orders)]
+    first, second = heavy_xyz[bond_molecule_array, first], heavy_xyz[bond_molecule_array, second]
     bond_pair_array = np.stack([first, second], axis=1)
-    bond_type_array = _BOND_TYPE_OF_ORDER[np.searchsorted(_BOND_ORDERS, orders[bond_molecule_array, first, second])]
 
     # Heavy-atom bonds must join close atoms.
     length = np.linalg.norm(positions[bond_molecule_array, first] - positions[bond_molecule_array, second], axis=1)
@@ -323,13 +335,12 @@ def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.nda
     slow.update(bond_molecule_array[length > limit].tolist())
 
     # Each hydrogen bonds to its nearest heavy atom, if that reproduces the SMILES' hydrogen counts.
-    distance = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=3)
-    is_heavy = np.zeros((num_molecules, MAX_NUM_NODES), dtype=bool)
-    is_heavy[molecule_of_atom, local] = atom_types != 0
-    distance[~np.broadcast_to(is_heavy[:, None, :], distance.shape)] = np.inf
-    hydrogen = atom_types == 0
-    h_molecule, h_local = molecule_of_atom[hydrogen], local[hydrogen]
-    h_parent = distance[h_molecule, h_local].argmin(axis=1)
+    heavy_slot = np.zeros((num_molecules, MAX_NUM_NODES), dtype=bool)
+    heavy_slot[heavy_molecule, heavy_local] = True
+    h_molecule, h_local = molecule_of_atom[~is_heavy], local[~is_heavy]
+    squared_distance = ((positions[h_molecule] - coordinates[~is_heavy][:, None]) ** 2).sum(axis=2)
+    squared_distance[~heavy_slot[h_molecule]] = np.inf
+    h_parent = squared_distance.argmin(axis=1)
     counts = np.zeros_like(needed)
     np.add.at(counts, (h_molecule, h_parent), 1)
     slow.update(np.flatnonzero((counts != needed).any(axis=1)).tolist())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -115,6 +116,26 @@ def test_smiles_to_graph_reorders_hydrogens_to_xyz_order(frame):
         lengths = np.linalg.norm(xyz[bonds[:, 0]] - xyz[bonds[:, 1]], axis=1)
         assert np.all(lengths[hydrogen_bonds] < 1.2) and np.all(lengths < 1.9)
         assert set(bond_types.tolist()) <= {0, 1, 2, 3}
+
+
+def test_vectorised_processing_matches_smiles_to_graph(frame):
+    # Small symmetric molecules (heavy atoms out of SMILES order), charged ones
+    # (bracket hydrogens), strained cages at the end of QM9, and a spread sample.
+    rows = pd.concat([frame.iloc[:40], frame[frame["SMILES"].str.contains("+", regex=False)].iloc[:100],
+                      frame.iloc[-30:], frame.iloc[::1000]])
+    atom_types, num_atoms, bond_molecule, bonds, bond_types = qm9._process_chunk(
+        (rows["SMILES"].tolist(), rows["Elements"].tolist(), rows["XYZ_Ang"].tolist())
+    )
+    offsets = np.concatenate([[0], np.cumsum(num_atoms)])
+    for m, row in enumerate(rows.itertuples()):
+        types, pairs, kinds = qm9.smiles_to_graph(
+            row.SMILES, qm9.parse_elements(row.Elements), qm9.parse_coordinates(row.XYZ_Ang)
+        )
+        assert np.array_equal(atom_types[offsets[m] : offsets[m + 1]], types)
+        mine = bond_molecule == m
+        expected = sorted(map(tuple, np.column_stack([np.sort(pairs, axis=1), kinds]).tolist()))
+        found = sorted(map(tuple, np.column_stack([np.sort(bonds[mine], axis=1), bond_types[mine]]).tolist()))
+        assert found == expected, row.SMILES
 
 
 def test_smiles_to_graph_rejects_inconsistent_molecules():
