@@ -22,7 +22,8 @@ def read_text(filename: str | os.PathLike) -> str:
     it is the encoding of e.g. Project Gutenberg's LaTeX sources.
     """
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f"text file {os.fspath(filename)!r} not found; pass an existing file with --txt_file")
+        raise FileNotFoundError(f"text file {os.fspath(filename)!r} not found; pass an existing file with --txt_file "
+                                "(a path, or a name inside --data_dir)")
     with open(filename, "rb") as handle:
         raw = handle.read()
     try:

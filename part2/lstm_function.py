@@ -17,10 +17,10 @@ Gate blocks of the stacked parameters are in the order ``GATE_ORDER``:
 the three sigmoid gates first, then the tanh candidate ``g``, so each
 nonlinearity is one call on a contiguous block of columns.
 
-The per-step products can optionally run on oneDNN's linear primitive
-(``use_mkldnn``; float32 on CPU only), which is faster than the BLAS ``mm``
-on some many-core CPUs. Everywhere else, and on GPU, the plain matrix
-products run; both paths compute the same function.
+The products can optionally run on oneDNN's linear primitive (``use_mkldnn``;
+float32 on CPU only), a kernel that beats the BLAS ``mm`` on some CPUs (not on
+the 2-core machine of the benchmark in ``part2/README.md``). Everywhere else,
+and on GPU, the plain matrix products run; both paths compute the same function.
 """
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="length of the long greedy samples and of the temperature samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=str, default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--data_dir", type=str, default="data/", help="unused; books are passed with --txt_file")
+    parser.add_argument("--data_dir", type=str, default="data/",
+                        help="folder where a --txt_file given by name only is looked up")
     parser.add_argument("--results_dir", type=str, default="results/part2")
     parser.add_argument("--resume", action="store_true", help="continue from <results_dir>/checkpoint.pt if it exists")
     return parser.parse_args(argv)
@@ -107,6 +108,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     results_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = results_dir / "checkpoint.pt"
 
+    if not os.path.isfile(args.txt_file) and os.path.isfile(os.path.join(args.data_dir, args.txt_file)):
+        args.txt_file = os.path.join(args.data_dir, args.txt_file)
     torch.manual_seed(args.seed)
     dataset = TextDataset(args.txt_file, args.input_seq_length, seed=args.seed)
     args.vocabulary_size = dataset.vocabulary_size

@@ -274,7 +274,7 @@ def _process_chunk(rows: tuple[list[str], list[str], list[str]]) -> tuple[np.nda
     Does what :func:`smiles_to_graph` does, but with the geometric checks
     vectorised over the chunk: RDKit runs per molecule, the bond lengths and the
     nearest heavy atom of every hydrogen are computed for all molecules at once,
-    and only molecules that fail a check (about 0.3 %) go through
+    and only the few molecules that fail a check go through
     :func:`smiles_to_graph` one by one.
 
     Returns:
@@ -489,7 +489,11 @@ class QM9(InMemoryDataset):
 
     def process(self) -> None:
         tensors, slices = build_qm9_tensors(read_qm9pack(Path(self.raw_dir)), self.num_workers)
-        fs.torch_save((tensors, slices, Data), self.processed_paths[0])
+        # Write atomically: an interrupted run must not leave a truncated cache behind.
+        path = Path(self.processed_paths[0])
+        temporary = path.with_name(path.name + ".tmp")
+        fs.torch_save((tensors, slices, Data), str(temporary))
+        os.replace(temporary, path)
 
 
 def get_qm9(
@@ -518,7 +522,6 @@ def get_qm9(
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    dataset = QM9(Path(data_dir) / "qm9")
     if permutation is None:
         permutation = torch.randperm(QM9_SIZE, generator=torch.Generator().manual_seed(seed))
     elif not isinstance(permutation, Tensor):
@@ -530,6 +533,7 @@ def get_qm9(
     if permutation.shape != (QM9_SIZE,) or not torch.equal(torch.sort(permutation).values, torch.arange(QM9_SIZE)):
         raise ValueError(f"the split permutation must be a permutation of range({QM9_SIZE})")
 
+    dataset = QM9(Path(data_dir) / "qm9")
     raw = dataset._data.y[:, TARGETS.index(target)].double()
     train_values = raw[permutation[:NUM_TRAIN]]
     mean, std = train_values.mean().item(), train_values.std().item()

@@ -156,3 +156,19 @@ def test_mkldnn_path_gives_the_same_results_as_the_plain_path() -> None:
         results.append([outputs, h, c, *grads])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_serial_elementwise_path_same_results_and_restores_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(2)  # the fixture restores the original count afterwards
+    torch.manual_seed(6)
+    lstm = LSTM(8, 4)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    results = []
+    for serial in (True, False):
+        monkeypatch.setattr(lstm_function, "SERIAL_ELEMENTWISE", serial)
+        outputs = lstm(x)
+        grads = torch.autograd.grad(outputs.square().sum(), [x, *lstm.parameters()])
+        assert torch.get_num_threads() == 2
+        results.append([outputs, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)

@@ -43,6 +43,7 @@ def test_dataset_encoding_targets_and_collate(tmp_path: Path) -> None:
     batch_inputs, batch_targets = text_collate_fn([dataset[0], dataset[1], dataset[2]])
     assert batch_inputs.shape == (4, 3) and batch_targets.shape == (4, 3)
     assert torch.equal(batch_inputs[1:], batch_targets[:-1])
+    assert samples_to_strings(batch_inputs, dataset.chars) == ["abca", "cabd", "bd\nx"]
 
 
 def test_latin1_fallback_and_random_select(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def _tiny_train_args(book: Path, results_dir: Path, num_epochs: int, *extra: str
 def test_resume_gives_the_same_training_as_uninterrupted(tmp_path: Path) -> None:
     book = tmp_path / "book.txt"
     book.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
-    straight = train(_tiny_train_args(book, tmp_path / "straight", 3))
+    straight = train(_tiny_train_args(Path(book.name), tmp_path / "straight", 3, "--data_dir", str(tmp_path)))
     train(_tiny_train_args(book, tmp_path / "resumed", 1))
     resumed = train(_tiny_train_args(book, tmp_path / "resumed", 3, "--resume"))
     assert [e["loss"] for e in resumed] == [e["loss"] for e in straight]
