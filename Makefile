@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m part3.train --model both --epochs 1 --train_subset 10000 --eval_subset 2000 --results_dir results/demo
+	$(BIN)/python -m part3.train --model both --epochs 1 --train_subset 10000 --eval_subset 2000 --threads 1 --results_dir results/demo
 
 test: install
 	$(BIN)/python -m pytest
