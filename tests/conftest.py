@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -33,3 +34,13 @@ def shared_data() -> Path:
 def qm9_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One QM9 cache folder for the whole session, so the dataset is processed once."""
     return tmp_path_factory.mktemp("qm9_data")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a test module on one thread: tiny batches gain nothing from intra-op threads,
+    and on a busy machine threads that wait for each other make training ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

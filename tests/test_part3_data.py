@@ -12,14 +12,7 @@ from part3 import data as qm9
 NUM_CHECKED = 1_000  # molecules rebuilt or checked against coordinates
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run on one thread: tiny batches gain nothing from intra-op threads, and on a
-    busy machine threads that wait for each other make training ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
