@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,8 @@ import torch
 import torch.nn.functional as nnf
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
+
+from part1.checkpoint import save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +152,9 @@ def _save_cache(data: CifarTensors, folder: Path) -> None:
         logger.info("not caching decoded CIFAR-10: %s is not a writable folder", folder)
         return
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cifar10_", suffix=".tmp")
+        save_atomic(data, folder / CACHE_NAME)
     except OSError as err:
         logger.info("not caching decoded CIFAR-10 in %s (%s)", folder, err.strerror or err)
-        return
-    try:
-        # mkstemp creates the file with mode 0600; give it the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-        os.replace(tmp, folder / CACHE_NAME)
-    except OSError as err:
-        logger.info("not caching decoded CIFAR-10 in %s (%s)", folder, err.strerror or err)
-        Path(tmp).unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=2)
