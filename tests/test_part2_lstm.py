@@ -14,13 +14,7 @@ from part2.lstm_function import GATE_ORDER, LSTMSequence, lstm_sequence_referenc
 from part2.model import LSTM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine its spinning costs time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def copy_into_torch_lstm(lstm: LSTM) -> torch.nn.LSTM:

@@ -15,13 +15,7 @@ from part2.train import main as train_main
 from part2.train import parse_args, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine its spinning costs time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_model(num_layers: int = 1, vocabulary_size: int = 11) -> TextGenerationModel:
