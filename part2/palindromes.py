@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -40,14 +41,19 @@ from part2.palindrome_model import PalindromeLSTM, VanillaRNN
 NUM_DIGITS = 10
 MODEL_LABELS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
 MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange"}
-# The held-out batches come from a differently seeded stream: fresh palindromes
-# (though at short L, with only 10 ** ceil(L / 2) of them, most also occur in training).
-EVAL_SEED_OFFSET = 2**32
+# Training and held-out palindromes come from two generator families, ``stream_seed(seed, stream)``.
+# torch's CPU generator keeps only the low 32 bits of its seed, so an offset such as seed + 2**32
+# silently gives the training stream back. (At short L, with only 10 ** ceil(L / 2) palindromes,
+# most held-out palindromes also occur in training all the same.)
+TRAIN_STREAM, EVAL_STREAM = "train", "eval"
+_STREAM_IDS = {TRAIN_STREAM: 0, EVAL_STREAM: 1}
 # Arguments that change the results: a resumed sweep must use the same ones.
 CONFIG_KEYS = (
     "train_steps", "batch_size", "lr", "num_hidden", "rnn_init", "lstm_forget_bias", "seed", "clip_grad_norm",
-    "optimizer", "eval_batches",
+    "optimizer", "eval_batches", "data_streams",
 )
+# Recorded in the config so that a sweep whose held-out set was the training stream is never resumed.
+DATA_STREAMS = "SeedSequence((seed, stream))"
 # Arguments that a comparison sweep drawn in the same figure must share.
 BUDGET_KEYS = ("train_steps", "batch_size", "lr", "num_hidden", "clip_grad_norm", "optimizer", "eval_batches")
 # Initial forget-gate bias of the LSTM classifier: with the LSTM's own +1 it
@@ -73,6 +79,15 @@ def generate_palindromes(
     return torch.cat([left, right], dim=1)
 
 
+def stream_seed(seed: int, stream: str) -> int:
+    """The 32-bit seed of data stream ``stream`` (``"train"`` or ``"eval"``) of experiment seed ``seed`` (>= 0).
+
+    Hashed by ``numpy.random.SeedSequence``: the streams of one seed, and of different seeds, are distinct
+    and independent of ``torch.manual_seed(seed)``, which initialises the model.
+    """
+    return int(np.random.SeedSequence([seed, _STREAM_IDS[stream]]).generate_state(1)[0])
+
+
 class PalindromeDataset(Dataset):
     """Endless palindromes of length ``seq_length``, split into inputs (first ``L - 1`` digits) and target (last digit).
 
@@ -80,19 +95,21 @@ class PalindromeDataset(Dataset):
     ``(inputs [L - 1], target [])`` as int64 tensors, for use with a
     ``DataLoader``. ``dataset.batch(batch_size)`` draws a whole batch
     ``(inputs [B, L - 1], targets [B])`` with one vectorised call from the
-    dataset's own random stream (seeded with ``seed``), which is what training uses.
+    dataset's own random stream (seeded by ``stream_seed(seed, stream)``), which is what training uses.
 
     Args:
         seq_length: full palindrome length ``L`` (the model sees ``L - 1`` digits).
-        seed: seed of the random stream.
+        seed: experiment seed (>= 0).
+        stream: ``"train"`` or ``"eval"``: the two streams of one seed come from different generators
+            (they share palindromes only by chance, which is likely only at short ``L``).
     """
 
-    def __init__(self, seq_length: int, seed: int = 0) -> None:
+    def __init__(self, seq_length: int, seed: int = 0, stream: str = TRAIN_STREAM) -> None:
         if seq_length < 2:
             raise ValueError(f"palindrome length must be at least 2 (one input digit and the target), got {seq_length}")
         self.seq_length = seq_length
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, stream))
 
     def __len__(self) -> int:
         # There are 10 ** ceil(L / 2) palindromes, more than any index type holds for long L.
@@ -184,7 +201,7 @@ def train_palindrome(
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose adam or rmsprop")
     train_data = PalindromeDataset(seq_length, seed)
-    eval_data = PalindromeDataset(seq_length, seed + EVAL_SEED_OFFSET)
+    eval_data = PalindromeDataset(seq_length, seed, EVAL_STREAM)
     writer = None
     if log_dir is not None:
         # Imported here: TensorBoard is slow to import and only the CLI writes logs.
@@ -336,7 +353,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     results_path = results_dir / "results.json"
-    config = {key: getattr(args, key) for key in CONFIG_KEYS}
+    config = {key: getattr(args, key) for key in CONFIG_KEYS if key != "data_streams"}
+    config["data_streams"] = DATA_STREAMS
     data: dict[str, Any] = {"config": config, "results": {name: {} for name in args.models}}
     if results_path.exists():
         previous = json.loads(results_path.read_text())

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from part2.model import LSTM
 from part2.palindrome_model import PalindromeLSTM, VanillaRNN
+import part2.palindromes as palindromes
 from part2.palindromes import PalindromeDataset, generate_palindromes, main, steps_to_accuracy, train_palindrome
 
 
@@ -44,6 +45,38 @@ def test_dataset_seeding() -> None:
     assert not torch.equal(first_a[0], first_c[0])
     # The stream moves on: the next batch is a new one.
     assert not torch.equal(a.batch(16)[0], first_a[0])
+
+
+def as_rows(batches: list[torch.Tensor]) -> set[tuple[int, ...]]:
+    return {tuple(row.tolist()) for batch in batches for row in batch}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5, 2**32])
+def test_train_and_eval_streams_are_different_generators(seed: int) -> None:
+    # L = 30 has 10 ** 15 palindromes: two independent streams share none of these 640 by chance.
+    train_data, eval_data = PalindromeDataset(30, seed, "train"), PalindromeDataset(30, seed, "eval")
+    train = as_rows([train_data.batch(64)[0] for _ in range(5)])
+    held_out = as_rows([eval_data.batch(64)[0] for _ in range(5)])
+    assert len(train) == len(held_out) == 320
+    assert not train & held_out
+    # seed + 2**32 is another experiment, not the same stream (torch keeps only 32 bits of a seed).
+    assert not train & as_rows([PalindromeDataset(30, seed + 2**32, "train").batch(64)[0]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_training_evaluates_on_palindromes_it_never_trained_on(seed: int, monkeypatch) -> None:
+    drawn: list[torch.Tensor] = []
+    draw = PalindromeDataset.batch
+
+    def recording_batch(self: PalindromeDataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = draw(self, batch_size)
+        drawn.append(inputs)
+        return inputs, targets
+
+    monkeypatch.setattr(PalindromeDataset, "batch", recording_batch)
+    train_palindrome("rnn", 30, train_steps=6, batch_size=32, num_hidden=4, eval_batches=3, seed=seed, progress=False)
+    assert len(drawn) == 6 + 3  # the training batches, then the held-out ones
+    assert not as_rows(drawn[:6]) & as_rows(drawn[6:])
 
 
 def test_dataset_items_are_deterministic_palindromes() -> None:
