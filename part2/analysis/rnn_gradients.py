@@ -1,39 +1,39 @@
 """Question 2.1: backpropagation through time in a vanilla RNN, checked by computation.
 
-The vanilla RNN of the assignment, for one sequence (no batch), time steps
-``t = 1 .. T`` and an initial state ``h^(0)``::
+The vanilla RNN of the assignment, for one sequence (no batch), steps ``t = 1 .. T`` from a
+constant initial state ``h^(0)``::
 
     h^(t)    = tanh(W_hx x^(t) + W_hh h^(t-1) + b_h)      # [H]
     p^(t)    = W_ph h^(t) + b_p                           # [K], logits
     yhat^(t) = softmax(p^(t))
     L^(t)    = -sum_k y_k^(t) log yhat_k^(t)              # y^(t) one-hot
 
-Two claims of the written answer are computed here in float64:
+What REPORT.md 2.1 writes, computed in float64 so that tests can compare it with autograd:
 
-1. ``dL^(3)/dW_hh`` from autograd equals the expanded sum over ``k = 1, 2, 3`` of
-   ``dL^(3)/dh^(3) (prod_{j=k+1}^{3} dh^(j)/dh^(j-1)) d+h^(k)/dW_hh``, built from
-   explicit Jacobian matrices (``expanded_gradient``); ``dL^(t)/dW_ph`` equals
-   ``(yhat^(t) - y^(t)) h^(t)^T`` (``output_weight_gradient``).
-2. The norm of the Jacobian product ``dh^(T)/dh^(T-n) = prod_j diag(1 - h^(j)^2) W_hh``
-   shrinks or grows geometrically with the spectral radius of ``W_hh``
-   (``jacobian_product_norms``).
+(a) ``dL^(3)/dW_hh`` as the three written terms ``t' = 1, 2, 3`` built from the written factors
+    (``written_expansion_t3``) and as ``delta^(1) h^(0)T + delta^(2) h^(1)T + delta^(3) h^(2)T``
+    (``delta_form_t3``); ``dL^(t)/dW_ph = (yhat^(t) - y^(t)) h^(t)T`` (``output_weight_gradient``).
+(b) the norm of ``dh^(T)/dh^(T-n) = prod_j diag(1 - h^(j)^2) W_hh`` for one ``W_hh`` rescaled to
+    several spectral radii (``norm_experiment``).
 
-Run ``python -m part2.rnn_gradients --results_dir assets/part2`` to print both
-checks and write ``gradient_norms.png`` and ``gradient_norms.json``. The
-computation is tiny and exact in float64 on the CPU, so the script takes no
-``--device`` or ``--data_dir``.
+``python -m part2.analysis.rnn_gradients --results_dir assets/part2`` writes ``gradient_norms.json``
+and ``gradient_norms.png``. It is tiny and exact in float64 on the CPU: no ``--device``.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from torch.nn import functional as F
+
+from common.cli import make_parser, positive_float, positive_int, run_cli
+from common.io import write_json
+from common.runs import ensure_writable
 
 DTYPE = torch.float64
 DEFAULT_RADII = (0.5, 0.9, 1.0, 1.1, 1.5, 3.0)
@@ -49,7 +49,7 @@ class RNNParams:
     W_ph: torch.Tensor
     b_p: torch.Tensor
 
-    def as_leaves(self) -> "RNNParams":
+    def as_leaves(self) -> RNNParams:
         """Copies of all weights that are leaves of a new autograd graph."""
         return RNNParams(*(p.detach().clone().requires_grad_(True) for p in self.as_tuple()))
 
@@ -123,8 +123,18 @@ def immediate_jacobian_wrt_W_hh(h_k: torch.Tensor, h_prev: torch.Tensor) -> torc
     return torch.einsum("ab,a,c->abc", eye, 1.0 - h_k**2, h_prev)
 
 
+def loss_grad_wrt_yhat(yhat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``dL/dyhat = -(y_1 / yhat_1, .., y_K / yhat_K)``, the row vector ``[K]`` of the cross-entropy."""
+    return -y / yhat
+
+
+def softmax_jacobian(yhat: torch.Tensor) -> torch.Tensor:
+    """``dyhat/dp = diag(yhat) - yhat yhat^T``, ``[K, K]``, for ``yhat = softmax(p)``."""
+    return torch.diag(yhat) - torch.outer(yhat, yhat)
+
+
 def loss_grad_wrt_hidden(params: RNNParams, h_t: torch.Tensor, target: int) -> torch.Tensor:
-    """``dL^(t)/dh^(t) = dL/dyhat dyhat/dp dp/dh = W_ph^T (yhat^(t) - y^(t))``, a vector ``[H]``."""
+    """``dL^(t)/dh^(t) = W_ph^T (yhat^(t) - y^(t))``, ``[H]``: the simplified product of the three factors."""
     yhat = torch.softmax(params.W_ph @ h_t + params.b_p, dim=0)
     y = F.one_hot(torch.tensor(target), yhat.numel()).to(yhat.dtype)
     return params.W_ph.T @ (yhat - y)
@@ -133,11 +143,11 @@ def loss_grad_wrt_hidden(params: RNNParams, h_t: torch.Tensor, target: int) -> t
 def expanded_gradient_terms(
     params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int, t: int = 3
 ) -> list[torch.Tensor]:
-    """The terms ``k = 1 .. t`` of ``dL^(t)/dW_hh``, each ``[H, H]``, from explicit Jacobians.
+    """The terms ``t' = 1 .. t`` of ``dL^(t)/dW_hh`` (eq. 7), each ``[H, H]``, for any ``t``.
 
-    Term ``k`` is ``dL^(t)/dh^(t) . (prod_{j=k+1}^{t} dh^(j)/dh^(j-1)) . d+h^(k)/dW_hh``,
-    with the product ordered ``j = t, t-1, .., k+1`` from left to right (the chain
-    rule from the loss back to ``h^(k)``).
+    Term ``t'`` is ``dL^(t)/dh^(t) (prod_{j=t'+1}^{t} dh^(j)/dh^(j-1)) d+h^(t')/dW_hh``, the
+    product ordered ``j = t, .., t'+1`` from left to right. The ``t' = 0`` term of eq. 7 is zero:
+    ``h^(0)`` is a constant, so ``dh^(0)/dW_hh = 0``.
     """
     with torch.no_grad():
         hs, _ = rnn_forward(params, xs[:t], h0)
@@ -152,13 +162,45 @@ def expanded_gradient_terms(
 
 
 def expanded_gradient(params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int, t: int = 3) -> torch.Tensor:
-    """``dL^(t)/dW_hh`` as the sum over ``k = 1 .. t`` of ``expanded_gradient_terms``."""
+    """``dL^(t)/dW_hh`` as the sum over ``t' = 1 .. t`` of ``expanded_gradient_terms``."""
     return torch.stack(expanded_gradient_terms(params, xs, h0, target, t)).sum(0)
 
 
-def expanded_gradient_t3(params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int) -> torch.Tensor:
-    """``dL^(3)/dW_hh`` written out for ``t = 3`` (three terms, ``k = 3, 2, 1``)."""
-    return expanded_gradient(params, xs, h0, target, t=3)
+def _states_and_target(
+    params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``hs [4, H]`` (``h^(0) .. h^(3)``), ``yhat^(3)`` and the one-hot ``y^(3)``."""
+    hs, ps = rnn_forward(params, xs[:3], h0)
+    yhat = torch.softmax(ps[3], dim=0)
+    return hs, yhat, F.one_hot(torch.tensor(target), yhat.numel()).to(yhat.dtype)
+
+
+def written_expansion_t3(params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int) -> list[torch.Tensor]:
+    """The three terms ``t' = 1, 2, 3`` of ``dL^(3)/dW_hh`` exactly as REPORT.md 2.1 (a) writes them.
+
+    Term ``t'`` is ``dL/dyhat^(3) . dyhat^(3)/dp^(3) . W_ph . J_3 .. J_{t'+1} . d+h^(t')/dW_hh`` with
+    ``dL/dyhat = -y/yhat``, ``dyhat/dp = diag(yhat) - yhat yhat^T`` and ``J_j = diag(1 - h^(j)^2) W_hh``.
+    """
+    with torch.no_grad():
+        hs, yhat, y = _states_and_target(params, xs, h0, target)
+        dL_dh3 = loss_grad_wrt_yhat(yhat, y) @ softmax_jacobian(yhat) @ params.W_ph
+        J3, J2 = hidden_jacobian(params.W_hh, hs[3]), hidden_jacobian(params.W_hh, hs[2])
+        rows = {1: dL_dh3 @ J3 @ J2, 2: dL_dh3 @ J3, 3: dL_dh3}
+        return [torch.einsum("a,abc->bc", rows[k], immediate_jacobian_wrt_W_hh(hs[k], hs[k - 1])) for k in (1, 2, 3)]
+
+
+def delta_form_t3(params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int) -> list[torch.Tensor]:
+    """The terms ``delta^(t') h^(t'-1)T`` for ``t' = 1, 2, 3`` (outer-product form of REPORT.md 2.1 a).
+
+    ``delta^(3) = (1 - h^(3)^2) * W_ph^T (yhat^(3) - y^(3))`` and
+    ``delta^(j) = (1 - h^(j)^2) * W_hh^T delta^(j+1)`` for ``j = 2, 1``.
+    """
+    with torch.no_grad():
+        hs, yhat, y = _states_and_target(params, xs, h0, target)
+        delta3 = (1 - hs[3] ** 2) * (params.W_ph.T @ (yhat - y))
+        delta2 = (1 - hs[2] ** 2) * (params.W_hh.T @ delta3)
+        delta1 = (1 - hs[1] ** 2) * (params.W_hh.T @ delta2)
+        return [torch.outer(delta1, hs[0]), torch.outer(delta2, hs[1]), torch.outer(delta3, hs[2])]
 
 
 def output_weight_gradient(params: RNNParams, xs: torch.Tensor, h0: torch.Tensor, target: int, t: int) -> torch.Tensor:
@@ -181,7 +223,7 @@ def scale_to_spectral_radius(matrix: torch.Tensor, radius: float) -> torch.Tenso
 
 
 def jacobian_product_norms(
-    W_hh: torch.Tensor, hidden_states: Optional[torch.Tensor] = None, num_steps: Optional[int] = None
+    W_hh: torch.Tensor, hidden_states: torch.Tensor | None = None, num_steps: int | None = None
 ) -> torch.Tensor:
     """Spectral norms of ``dh^(T)/dh^(T-n)`` for ``n = 1 .. num_steps``.
 
@@ -216,31 +258,31 @@ def jacobian_product_norms(
 
 
 def gradient_check(seed: int, hidden_dim: int = 8, input_dim: int = 5, output_dim: int = 4) -> dict:
-    """Autograd against the expanded sum for ``t = 3``, for a random ``h^(0)`` and for ``h^(0) = 0``."""
+    """Autograd against the written ``t = 3`` expansion and its delta form, for a random and a zero ``h^(0)``."""
     generator = torch.Generator().manual_seed(seed)
     params = random_rnn_params(input_dim, hidden_dim, output_dim, generator)
     xs = torch.randn(3, input_dim, generator=generator, dtype=DTYPE)
     target = int(torch.randint(output_dim, (1,), generator=generator))
-    results = {}
     initial_states = {
         "random_h0": 0.5 * torch.randn(hidden_dim, generator=generator, dtype=DTYPE),
         "zero_h0": torch.zeros(hidden_dim, dtype=DTYPE),
     }
+    results = {"sizes": {"H": hidden_dim, "D": input_dim, "K": output_dim}}
     for name, h0 in initial_states.items():
         grad_hh, grad_ph = autograd_gradients(params, xs, h0, target, t=3)
-        terms = expanded_gradient_terms(params, xs, h0, target, t=3)
+        terms = written_expansion_t3(params, xs, h0, target)
+        delta_terms = delta_form_t3(params, xs, h0, target)
         results[name] = {
             "max_abs_diff_W_hh": (grad_hh - torch.stack(terms).sum(0)).abs().max().item(),
+            "max_abs_diff_W_hh_delta_form": (grad_hh - torch.stack(delta_terms).sum(0)).abs().max().item(),
             "max_abs_grad_W_hh": grad_hh.abs().max().item(),
-            "term_norms_k1_k2_k3": [term.norm().item() for term in terms],
+            "term_norms_t1_t2_t3": [term.norm().item() for term in terms],
             "max_abs_diff_W_ph": (grad_ph - output_weight_gradient(params, xs, h0, target, t=3)).abs().max().item(),
         }
     return results
 
 
-def norm_experiment(
-    seed: int, radii: Sequence[float], hidden_dim: int, num_steps: int, input_scale: float
-) -> dict:
+def norm_experiment(seed: int, radii: Sequence[float], hidden_dim: int, num_steps: int, input_scale: float) -> dict:
     """Jacobian-product norms for one base ``W_hh`` rescaled to each spectral radius.
 
     Linear regime: ``||W_hh^n||``. Tanh regime: the RNN is driven by Gaussian
@@ -287,7 +329,7 @@ def plot_norms(results: dict, path: Path) -> None:
             if regime == "linear":
                 ax.semilogy(steps, float(radius) ** steps.double(), "--", color=line.get_color(), linewidth=0.8)
         ax.set_title(titles[regime], fontsize=10)
-        ax.set_xlabel("n = T - k (time steps back)")
+        ax.set_xlabel("n = T - t' (time steps back)")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("$\\|\\partial h^{(T)} / \\partial h^{(T-n)}\\|_2$")
     axes[0].legend(fontsize=8)
@@ -296,35 +338,30 @@ def plot_norms(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Question 2.1: BPTT gradient check and Jacobian-product norms of a vanilla RNN.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("python -m part2.analysis.rnn_gradients", __doc__)
+    parser.add_argument("--results_dir", default="results/part2", help="where gradient_norms.json and .png go")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the weights and inputs")
     parser.add_argument(
-        "--results_dir", type=Path, default=Path("results/part2"), help="where gradient_norms.json and .png go"
+        "--radii", type=positive_float, nargs="+", default=list(DEFAULT_RADII), help="spectral radii of W_hh"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--radii", type=float, nargs="+", default=list(DEFAULT_RADII), help="spectral radii of W_hh")
-    parser.add_argument("--hidden_dim", type=int, default=64)
-    parser.add_argument("--num_steps", type=int, default=100, help="length of the Jacobian products")
-    parser.add_argument("--input_scale", type=float, default=1.0, help="input strength in the tanh regime")
-    return parser.parse_args(argv)
+    parser.add_argument("--hidden_dim", type=positive_int, default=64, help="size H of the square W_hh")
+    parser.add_argument("--num_steps", type=positive_int, default=100, help="length of the Jacobian products")
+    parser.add_argument("--input_scale", type=positive_float, default=1.0, help="input strength in the tanh regime")
+    return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parse_args(argv)
-    if args.num_steps < 1 or args.hidden_dim < 1 or any(r <= 0 for r in args.radii):
-        raise SystemExit("error: --num_steps and --hidden_dim must be >= 1 and every --radii value > 0")
-    check = gradient_check(args.seed)
-    for name, entry in check.items():
+def print_summary(check: dict, norms: dict) -> None:
+    """One line per gradient check and per (regime, spectral radius)."""
+    for name in ("random_h0", "zero_h0"):
+        entry = check[name]
         print(
-            f"t = 3, {name}: max |autograd - expanded sum| for W_hh = {entry['max_abs_diff_W_hh']:.2e} "
-            f"(max |grad| {entry['max_abs_grad_W_hh']:.2e}; term norms k=1,2,3: "
-            + ", ".join(f"{v:.3e}" for v in entry["term_norms_k1_k2_k3"])
+            f"t = 3, {name}: max |autograd - written sum| for W_hh = {entry['max_abs_diff_W_hh']:.2e}, "
+            f"delta form {entry['max_abs_diff_W_hh_delta_form']:.2e} (max |grad| {entry['max_abs_grad_W_hh']:.2e}; "
+            "term norms t'=1,2,3: "
+            + ", ".join(f"{v:.3e}" for v in entry["term_norms_t1_t2_t3"])
             + f"), for W_ph = {entry['max_abs_diff_W_ph']:.2e}"
         )
-    norms = norm_experiment(args.seed, args.radii, args.hidden_dim, args.num_steps, args.input_scale)
     for regime in ("linear", "tanh"):
         for radius, entry in norms[regime].items():
             n = entry["norms"]
@@ -333,18 +370,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 f"n=10: {n[min(9, len(n) - 1)]:.3e}  n={len(n)}: {n[-1]:.3e}  "
                 f"per-step factor {entry['per_step_factor']:.3f}"
             )
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    results_dir = ensure_writable(args.results_dir)
+    check = gradient_check(args.seed)
+    norms = norm_experiment(args.seed, args.radii, args.hidden_dim, args.num_steps, args.input_scale)
+    print_summary(check, norms)
     summary = {
         "args": {key: value for key, value in vars(args).items() if key != "results_dir"},
         "gradient_check_t3": check,
         "jacobian_product_norms": norms,
     }
-    json_path = args.results_dir / "gradient_norms.json"
-    json_path.write_text(json.dumps(summary, indent=1) + "\n")
-    png_path = args.results_dir / "gradient_norms.png"
+    json_path = write_json(summary, results_dir / "gradient_norms.json")
+    png_path = results_dir / "gradient_norms.png"
     plot_norms(norms, png_path)
     print(f"wrote {json_path} and {png_path}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -12,6 +12,7 @@ stacks layers, as in PyTorch Geometric's ``GATConv``. This module shows the
 mechanism; for real models use ``torch_geometric.nn.GATConv``, which it matches
 for one head without dropout.
 """
+
 from __future__ import annotations
 
 import torch
