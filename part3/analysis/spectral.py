@@ -154,7 +154,7 @@ def fourier_basis(n: int, sign: int = 1) -> torch.Tensor:
 
 
 def reflect(v: torch.Tensor) -> torch.Tensor:
-    """``v_{(-k) % n}``: ``(v_0, v_{n-1}, .., v_1)``; for a real ``theta``, ``reflect(fft(theta)) = conj(fft(theta))``."""
+    """``v_{(-k) % n}``, i.e. ``(v_0, v_{n-1}, .., v_1)``; ``reflect(fft(theta)) = conj(fft(theta))`` for real theta."""
     return torch.roll(torch.flip(v, dims=[0]), 1, dims=0)
 
 
