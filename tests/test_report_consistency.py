@@ -108,6 +108,13 @@ def test_every_test_the_written_sections_name_exists() -> None:
     assert named <= defined, f"REPORT.md names tests that do not exist: {sorted(named - defined)}"
 
 
+def test_phi_has_one_meaning_the_layer_of_equation_23() -> None:
+    assert "\\varphi" not in WRITTEN_MATHS
+    outside_3_3 = WRITTEN_MATHS.replace(section("### 3.3"), "")
+    assert "\\phi" not in outside_3_3
+    assert "\\phi(h_i, \\mathcal N_i) = w_{-1}\\, h_{i-1} + w_0\\, h_i + w_1\\, h_{i+1}" in section("### 3.3")
+
+
 def test_every_module_the_written_sections_link_exists() -> None:
     for link in re.findall(r"\]\(((?:part|tests|assets)[^)#]*)\)", WRITTEN_MATHS):
         assert (REPO_ROOT / link).exists(), f"REPORT.md links to missing {link}"

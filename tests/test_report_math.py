@@ -464,6 +464,17 @@ def test_the_dft_is_one_of_many_graph_fourier_bases_of_the_ring(n: int) -> None:
     for basis, diagonalises in ((fourier_basis(n), True), (real_fourier_basis(n).to(torch.complex128), False)):
         transformed = basis.conj().T @ C @ basis
         assert differs(transformed, torch.diag(torch.diagonal(transformed))) != diagonalises
+    # ... with 2 x 2 blocks on the (cos_k, sin_k) pairs and zeros elsewhere.
+    real = real_fourier_basis(n)
+    blocks = torch.eye(n, dtype=torch.bool)
+    for first in range(1, n - 1 - (n % 2 == 0) + 1, 2):
+        blocks[first : first + 2, first : first + 2] = True
+    torch.testing.assert_close(
+        (real.T @ circulant(random_theta(n, seed=n)) @ real)[~blocks],
+        torch.zeros((~blocks).sum(), dtype=DTYPE),
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("n", SHIFT_SIZES)
