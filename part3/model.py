@@ -1,7 +1,8 @@
 """Models for QM9 regression: an MLP on padded, flattened molecules and a graph neural network."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -1,8 +1,10 @@
 """Figures and table of the QM9 comparison: validation curves, test versus permuted-test loss."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
 

@@ -1,15 +1,19 @@
 """MLP and GNN: shapes, architecture, and what an atom permutation does to each."""
+
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 from torch_geometric.nn import MFConv, RGCNConv
 
-from part3 import data as qm9
+from part3 import features
+from part3.data import get_qm9
+from part3.loader import GraphLoader
 from part3.model import GNN, MLP
 from part3.train import permute_indices
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -17,13 +21,13 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @pytest.fixture(scope="module")
 def molecules(qm9_data_dir):
     """A batch of 64 validation molecules."""
-    valid = qm9.get_qm9(qm9_data_dir)[1]
-    return qm9.GraphLoader(valid, batch_size=64).collate(torch.tensor(valid.indices()[:64]))
+    valid = get_qm9(qm9_data_dir)[1]
+    return GraphLoader(valid, batch_size=64).collate(torch.tensor(valid.indices()[:64]))
 
 
 def _gnn(seed: int = 0) -> GNN:
     torch.manual_seed(seed)
-    return GNN(qm9.Z_ONE_HOT_DIM, qm9.EDGE_ATTR_DIM, n_hidden=32, n_output=1, num_convolution_blocks=2)
+    return GNN(features.Z_ONE_HOT_DIM, features.EDGE_ATTR_DIM, n_hidden=32, n_output=1, num_convolution_blocks=2)
 
 
 def test_mlp_layers_and_shapes():
@@ -72,9 +76,44 @@ def test_gnn_is_invariant_to_atom_permutations(molecules):
 
 def test_mlp_predictions_change_under_atom_permutations(molecules):
     torch.manual_seed(0)
-    model = MLP(qm9.FLAT_INPUT_DIM, [32], 1)
-    original = model(qm9.get_mlp_features(molecules))
+    model = MLP(features.FLAT_INPUT_DIM, [32], 1)
+    original = model(features.get_mlp_features(molecules))
     permuted = permute_indices(molecules, torch.Generator().manual_seed(0))
-    prediction = model(qm9.get_mlp_features(permuted))
+    prediction = model(features.get_mlp_features(permuted))
     changed = (prediction - original).abs().squeeze(1) > 1e-4
     assert changed.float().mean() > 0.9
+
+
+def _gnn_output_and_readout(model: GNN, molecules):
+    """The GNN's prediction, its atom embeddings after the last block, and the vector its head reads."""
+    seen = {}
+    hooks = [
+        model.mf_convs[-1].register_forward_hook(lambda module, args, out: seen.update(atoms=out)),
+        model.head.register_forward_hook(lambda module, args, out: seen.update(readout=args[0])),
+    ]
+    out = model(molecules.x, molecules.edge_index, molecules.edge_attr, molecules.batch)
+    for hook in hooks:
+        hook.remove()
+    return out, seen["atoms"], seen["readout"]
+
+
+def test_gnn_reads_out_the_sum_over_each_molecules_atoms(molecules):
+    _, atoms, readout = _gnn_output_and_readout(_gnn(), molecules)
+    for g in range(molecules.num_graphs):
+        first, last = molecules.ptr[g].item(), molecules.ptr[g + 1].item()
+        assert torch.allclose(readout[g], atoms[first:last].sum(dim=0), atol=1e-5)
+
+
+def test_two_disjoint_copies_of_a_molecule_predict_differently_from_one(molecules):
+    model = _gnn()
+    n = molecules.ptr[1].item()
+    edges = molecules.batch[molecules.edge_index[0]] == 0
+    one = SimpleNamespace(
+        x=molecules.x[:n], edge_index=molecules.edge_index[:, edges], edge_attr=molecules.edge_attr[edges]
+    )
+    x = torch.cat([one.x, one.x])
+    edge_index = torch.cat([one.edge_index, one.edge_index + n], dim=1)
+    edge_attr = torch.cat([one.edge_attr, one.edge_attr])
+    single = model(one.x, one.edge_index, one.edge_attr, torch.zeros(n, dtype=torch.long))
+    double = model(x, edge_index, edge_attr, torch.zeros(2 * n, dtype=torch.long))
+    assert not torch.allclose(single, double, atol=1e-3)
