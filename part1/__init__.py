@@ -1,10 +1,11 @@
 """Part 1 of the assignment: convolutional networks.
 
-The NumPy building blocks of a CNN (question 1.1) are importable from here by the
-course template's names; they are the vectorised versions from
-:mod:`part1.numpy_cnn` (the plain-loop reference is :mod:`part1.numpy_cnn_loops`).
-Importing this package loads only NumPy; the PyTorch modules are imported on use.
+1a (Question 1.1): the NumPy CNN block in :mod:`part1.numpy_cnn`, importable from here by the course template's
+names (``from part1 import convolution2D``). 1b (Question 1.2): the CIFAR-10 corruption benchmark
+(:mod:`part1.data`, :mod:`part1.model`, :mod:`part1.corruptions`, :mod:`part1.train`, :mod:`part1.evaluate`,
+:mod:`part1.report`). Importing this package loads only NumPy.
 """
+
 from part1.numpy_cnn import (
     convolution2D,
     convolution2D_backward_filter,

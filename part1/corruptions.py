@@ -15,6 +15,7 @@ contrast       contrast factor c             0.75, 0.6, 0.5, 0.4, 0.3
 jpeg           JPEG quality                  90, 70, 50, 30, 10
 =============  ===========================  ==============================
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """The six CNNs compared in Question 1.2 (randomly initialised, CIFAR-10 sized outputs)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

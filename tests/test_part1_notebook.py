@@ -1,4 +1,5 @@
 """part1/CNN.ipynb runs headlessly without errors and is stored without outputs."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,9 +1,10 @@
-"""The NumPy CNN blocks (part1.numpy_cnn, part1.numpy_cnn_loops) against PyTorch, float64.
+"""The NumPy CNN blocks (part1.numpy_cnn, part1.numpy_cnn.loops) against PyTorch, float64.
 
 Every case checks the forward pass against ``F.conv2d`` / ``F.max_pool2d`` and the
 backward passes against autograd, for the vectorised implementation on all shapes
 and for the loop implementation on the small ones.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import part1
-from part1 import numpy_cnn, numpy_cnn_loops
+from part1 import numpy_cnn
+from part1.numpy_cnn import loops as numpy_cnn_loops
 
 IMPLEMENTATIONS = [pytest.param(numpy_cnn, id="vectorised"), pytest.param(numpy_cnn_loops, id="loops")]
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -90,9 +92,7 @@ def test_loops_agree_with_vectorised_on_random_shapes(seed):
         ("convolution2D_backward_filter", (dY, X, W, stride, padding)),
         ("convolution2D_backward_input", (dY, X, W, stride, padding)),
     ]:
-        np.testing.assert_allclose(
-            getattr(numpy_cnn_loops, name)(*args), getattr(numpy_cnn, name)(*args), **TOL
-        )
+        np.testing.assert_allclose(getattr(numpy_cnn_loops, name)(*args), getattr(numpy_cnn, name)(*args), **TOL)
 
 
 def test_conv_resnet_like_layer_matches_torch():
@@ -129,6 +129,8 @@ POOL_CASES = [
     (3, 1, 5, 5, 1, 1),
     (1, 3, 6, 5, 5, 2),
     (2, 2, 4, 4, 4, 1),
+    (2, 3, 9, 7, 2, 2),
+    (1, 2, 10, 11, 3, 3),
 ]
 
 
@@ -188,6 +190,26 @@ def test_pool_overlapping_windows_accumulate(module):
     dX = module.pool_back(dY, X, 2, 1)
     assert dX[0, 0, 1, 1] == 10.0
     assert np.count_nonzero(dX) == 1
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["distinct", "relu_ties"])
+def test_tiled_pool_back_on_a_resnet_like_layer(relu):
+    """s == f takes the fast tiled path without ties; ReLU-like zeros (ties) take the general path: both exact."""
+    X = np.random.default_rng(3).standard_normal((4, 16, 16, 16))
+    _check_pool(numpy_cnn, np.maximum(X, 0) if relu else X, 2, 2, seed=4)
+
+
+def test_pool_back_sends_a_nan_window_to_its_first_nan():
+    X = np.array([[[[1.0, np.nan], [np.nan, 0.0]]]])
+    for module in (numpy_cnn, numpy_cnn_loops):
+        np.testing.assert_array_equal(module.pool_back(np.ones((1, 1, 1, 1)), X, 2, 2).ravel(), [0, 1, 0, 0])
+
+
+def test_pool_float32_stays_float32():
+    X = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for f, s in ((2, 2), (3, 2)):
+        dY = np.ones(numpy_cnn.pool_forward(X, f, s).shape, dtype=np.float32)
+        assert numpy_cnn.pool_back(dY, X, f, s).dtype == np.float32
 
 
 def test_loops_agree_with_vectorised_on_random_pools():
