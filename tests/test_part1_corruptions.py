@@ -1,4 +1,5 @@
 """Unit tests of the Part 1b corruptions against their specification and torchvision references."""
+
 from __future__ import annotations
 
 import io
