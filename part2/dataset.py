@@ -5,31 +5,61 @@ template: an item is a pair of index lists of length ``seq_length``, the
 target shifted by one character, and a batch is stacked time-major as
 ``inputs, targets [T, B]``.
 """
+
 from __future__ import annotations
 
+import codecs
 import os
-from typing import Iterable, Optional, Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch.utils import data
 
+from common.runtime import UserError
+
+ACCEPTED_ENCODINGS = "UTF-8 (with or without BOM) or Latin-1"
+_WIDE_BOMS = {  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+# Control characters other than whitespace (tab, newlines, vertical tab, form feed).
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# Binary data read as Latin-1 is about 23 % such characters (60 of 256 byte values); text has almost none.
+MAX_CONTROL_FRACTION = 0.1
+
 
 def read_text(filename: str | os.PathLike) -> str:
     """Read a text file of any extension: UTF-8 (a byte-order mark is dropped), else Latin-1.
 
-    Latin-1 maps every byte to a character, so the fallback always succeeds;
-    it is the encoding of e.g. Project Gutenberg's LaTeX sources.
+    Latin-1 maps every byte to a character, so decoding never fails; binary files and UTF-16/32
+    text are refused instead (NUL bytes, a UTF-16/32 byte-order mark, or more than
+    ``MAX_CONTROL_FRACTION`` control characters), with a ``UserError`` naming the file.
     """
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f"text file {os.fspath(filename)!r} not found; pass an existing file with --txt_file "
-                                "(a path, or a name inside --data_dir)")
+        raise UserError(
+            f"text file {os.fspath(filename)!r} not found; pass an existing file with --txt_file "
+            "(a path, or a name inside --data_dir)"
+        )
     with open(filename, "rb") as handle:
         raw = handle.read()
+    refuse = f"{os.fspath(filename)} is not a text file in an accepted encoding ({ACCEPTED_ENCODINGS}): "
+    for bom, encoding in _WIDE_BOMS.items():
+        if raw.startswith(bom):
+            raise UserError(refuse + f"it is {encoding}; convert it, e.g. iconv -f {encoding} -t UTF-8")
+    if b"\x00" in raw:
+        raise UserError(refuse + "it contains NUL bytes (binary data, or UTF-16/32 without a byte-order mark)")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        text = raw.decode("latin-1")
+    controls = len(_CONTROL.findall(text))
+    if controls > MAX_CONTROL_FRACTION * len(text):
+        raise UserError(refuse + f"{controls / len(text):.0%} of its characters are control characters")
+    return text
 
 
 class TextDataset(data.Dataset):
@@ -46,7 +76,7 @@ class TextDataset(data.Dataset):
         seed: seed of that generator.
 
     Raises:
-        ValueError: the file has fewer than ``seq_length + 1`` characters.
+        UserError: the file is missing, not text (see ``read_text``) or shorter than ``seq_length + 1`` characters.
     """
 
     def __init__(
@@ -55,7 +85,7 @@ class TextDataset(data.Dataset):
         seq_length: int,
         step_size: int = 10,
         random_select: bool = True,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         if seq_length < 1 or step_size < 1:
             raise ValueError(f"seq_length and step_size must be positive, got {seq_length} and {step_size}")
@@ -66,7 +96,7 @@ class TextDataset(data.Dataset):
         # Start offsets 0 .. N - T - 1 leave room for the target's last character.
         self._num_offsets = len(self._data) - seq_length
         if self._num_offsets < 1:
-            raise ValueError(
+            raise UserError(
                 f"{os.fspath(filename)!r} has {len(self._data)} characters, fewer than one sequence of "
                 f"{seq_length} + 1; use a longer text or a smaller --input_seq_length"
             )
@@ -96,6 +126,7 @@ class TextDataset(data.Dataset):
 
     @property
     def vocabulary_size(self) -> int:
+        """Number of distinct characters of the text."""
         return len(self._chars)
 
     @property
@@ -105,6 +136,7 @@ class TextDataset(data.Dataset):
 
     @property
     def text(self) -> str:
+        """The whole text as read."""
         return self._data
 
 
@@ -126,9 +158,9 @@ def samples_to_strings(samples: torch.Tensor, chars: Sequence[str]) -> list[str]
 
 
 def encode(text: str, chars: Sequence[str]) -> list[int]:
-    """Text to indices with the vocabulary ``chars``; unknown characters raise a ValueError."""
+    """Text to indices with the vocabulary ``chars``; unknown characters raise a ``UserError``."""
     lookup = {ch: i for i, ch in enumerate(chars)}
     unknown = sorted(set(text) - lookup.keys())
     if unknown:
-        raise ValueError(f"characters {unknown!r} are not in the model's vocabulary")
+        raise UserError(f"characters {unknown!r} are not in the model's vocabulary; use only characters of its book")
     return [lookup[ch] for ch in text]

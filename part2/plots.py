@@ -12,6 +12,7 @@ per optimisation step in order) and ``config``.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,12 +187,17 @@ def plot_palindrome_sweeps(sweeps: Sequence[dict[str, Any]], path: str | os.Path
     return Path(path)
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    """Redraw ``curves.png`` of a ``part2.train`` results folder (e.g. while the run is going)."""
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``python -m part2.plots``."""
     parser = make_parser("python -m part2.plots", __doc__)
     parser.add_argument("--results_dir", default="results/part2", help="results folder of a part2.train run")
     parser.add_argument("--output", default=None, help="PNG to write (default: <results_dir>/curves.png)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Redraw ``curves.png`` of a ``part2.train`` results folder (e.g. while the run is going)."""
+    args = build_parser().parse_args(argv)
     path = plot_results_dir(args.results_dir, args.output)
     print(path)
     return path

@@ -262,7 +262,9 @@ def test_sweep_runs_every_seed_and_summarises(tmp_path: Path, capsys) -> None:
     # Different seeds give different runs (initialisation and data).
     assert len({json.dumps(cell["history"]) for cell in data["results"]["rnn"]["5"].values()}) == 3
     assert (tmp_path / "palindrome_accuracy.png").stat().st_size > 10_000
-    assert "mean [min, max] over seeds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"part2.palindromes: device cpu, precision fp32, 1 thread(s), results in {tmp_path}\n")
+    assert "mean [min, max] over seeds" in out
 
 
 def test_sweep_resumes_skipping_finished_cells(tmp_path: Path, capsys, monkeypatch) -> None:

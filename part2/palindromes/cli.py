@@ -102,7 +102,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The sweep's options (every size, count and step a positive integer)."""
     parser = make_parser(PROG, __doc__)
     _add_sweep_args(parser)
@@ -124,7 +124,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="if --results_dir holds a sweep with other settings, move it aside and start again",
     )
     add_runtime_args(parser, precision=False)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed options; each seed kept once."""
+    args = build_parser().parse_args(argv)
     args.seeds = list(dict.fromkeys(args.seeds))  # each seed once, in the given order
     return args
 
