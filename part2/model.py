@@ -10,11 +10,11 @@ The LSTM follows the equations of the assignment (all gates from the input
     c_t = g_t * i_t + c_{t-1} * f_t
     h_t = tanh(c_t) * o_t
 """
+
 from __future__ import annotations
 
 import math
 from argparse import Namespace
-from typing import Optional
 
 import torch
 from torch import nn
@@ -42,15 +42,12 @@ class LSTM(nn.Module):
     Args:
         lstm_hidden_dim: hidden (and cell) state size ``H``.
         embedding_size: input size ``E``.
-        use_mkldnn: run the matrix products on oneDNN's linear primitive when
-            the input is float32 on CPU (same results as the default path).
     """
 
-    def __init__(self, lstm_hidden_dim: int, embedding_size: int, use_mkldnn: bool = False) -> None:
+    def __init__(self, lstm_hidden_dim: int, embedding_size: int) -> None:
         super().__init__()
         self.hidden_dim = lstm_hidden_dim
         self.embed_dim = embedding_size
-        self.use_mkldnn = use_mkldnn
         self.weight_x = nn.Parameter(torch.empty(4 * lstm_hidden_dim, embedding_size))
         self.weight_h = nn.Parameter(torch.empty(4 * lstm_hidden_dim, lstm_hidden_dim))
         self.bias = nn.Parameter(torch.empty(4 * lstm_hidden_dim))
@@ -69,14 +66,14 @@ class LSTM(nn.Module):
             self.gate_slice(self.bias, "f").add_(1.0)
 
     def gate_slice(self, tensor: torch.Tensor, gate: str) -> torch.Tensor:
-        """The rows of a stacked ``[4H, ...]`` parameter (or its gradient) that belong to ``gate`` (one of ``GATE_ORDER``)."""
+        """The rows of a stacked ``[4H, ...]`` parameter (or its gradient) of ``gate`` (in ``GATE_ORDER``)."""
         k = GATE_ORDER.index(gate)
         return tensor.narrow(0, k * self.hidden_dim, self.hidden_dim)
 
     def forward(
         self,
         embeds: torch.Tensor,
-        state: Optional[State] = None,
+        state: State | None = None,
         return_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, State]:
         """Run the LSTM over a sequence.
@@ -92,11 +89,12 @@ class LSTM(nn.Module):
         """
         if embeds.dim() != 3 or embeds.size(-1) != self.embed_dim:
             raise ValueError(f"expected embeds of shape [T, B, {self.embed_dim}], got {tuple(embeds.shape)}")
-        if state is None:
-            zeros = embeds.new_zeros(embeds.size(1), self.hidden_dim)
+        zero_state = state is None
+        if zero_state:
+            zeros = embeds.new_zeros(embeds.size(1), self.hidden_dim, dtype=self.bias.dtype)
             state = (zeros, zeros)
         h0, c0 = state
-        outputs, h_last, c_last = lstm_sequence(embeds, h0, c0, self.weight_x, self.weight_h, self.bias, self.use_mkldnn)
+        outputs, h_last, c_last = lstm_sequence(embeds, h0, c0, self.weight_x, self.weight_h, self.bias, zero_state)
         if return_state:
             return outputs, (h_last, c_last)
         return outputs
@@ -129,7 +127,7 @@ class TextGenerationModel(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        state: Optional[list[State]] = None,
+        state: list[State] | None = None,
         return_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, list[State]]:
         """Next-character logits for every position.
@@ -158,8 +156,8 @@ class TextGenerationModel(nn.Module):
         batch_size: int = 4,
         sample_length: int = 30,
         temperature: float = 0.0,
-        prime: Optional[list[int]] = None,
-        generator: Optional[torch.Generator] = None,
+        prime: list[int] | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Generate character sequences, feeding each sampled character back in.
 
