@@ -30,7 +30,7 @@ class GraphLoader:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.dataset, self.batch_size, self.shuffle, self.generator = dataset, batch_size, shuffle, generator
         self._data = dataset._data
         device = self._data.x.device
         self._indices = torch.as_tensor(dataset.indices(), dtype=torch.long).to(device)

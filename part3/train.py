@@ -170,15 +170,18 @@ def new_history(model: nn.Module, val_loss_before_training: float) -> dict[str, 
     }
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: dict, shuffle) -> None:
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: dict, shuffle: torch.Generator
+) -> None:
     """Everything needed to continue exactly: history, weights, optimizer, shuffling and torch random state."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     save_torch({**history, **state, "shuffle_generator": shuffle.get_state()}, path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator) -> dict:
     """Restore what :func:`save_checkpoint` saved into ``model``, ``optimizer`` and ``shuffle``; returns the history."""
-    checkpoint = read_checkpoint(path, "part3 training", _CHECKPOINT_KEYS, map_location=model.device)
+    # On the CPU: the random-generator states must stay there; load_state_dict moves the rest to the model.
+    checkpoint = read_checkpoint(path, "part3 training", _CHECKPOINT_KEYS, map_location="cpu")
     try:
         model.load_state_dict(checkpoint.pop("model"))
         optimizer.load_state_dict(checkpoint.pop("optimizer"))
@@ -215,7 +218,8 @@ def fit(
             history.update(best_val_loss=val_loss, best_epoch=epoch, best_model=copy.deepcopy(model.state_dict()))
         print(f"{name} epoch {epoch}/{epochs}: train MSE {train_loss:.5f}, validation MSE {val_loss:.5f}")
         if checkpoint_path is not None:
-            writer.add_scalars("loss", {"train": train_loss, "validation": val_loss}, epoch)
+            writer.add_scalar("loss/train", train_loss, epoch)
+            writer.add_scalar("loss/validation", val_loss, epoch)
             save_checkpoint(checkpoint_path, model, optimizer, history, train_loader.generator)
     if writer is not None:
         writer.close()
@@ -223,7 +227,9 @@ def fit(
     return history
 
 
-def test(model: nn.Module, loader: GraphLoader, target_std: float, seed: int, precision: str) -> dict[str, float]:
+def evaluate_test_set(
+    model: nn.Module, loader: GraphLoader, target_std: float, seed: int, precision: str
+) -> dict[str, float]:
     """Test MSE (z-units) and MAE (eV) on the molecules as stored and with their atoms renumbered."""
 
     def permutations() -> torch.Generator:  # the same atom permutations for the MSE and the MAE
@@ -236,6 +242,29 @@ def test(model: nn.Module, loader: GraphLoader, target_std: float, seed: int, pr
         "test_mae_ev": evaluate(model, loader, mae, precision=precision) * target_std,
         "permuted_test_mae_ev": evaluate(model, loader, mae, True, permutations(), precision) * target_std,
     }
+
+
+def qm9_loaders(
+    data_dir: str | Path,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    target: str = "U0_ATOM",
+    permutation: str | Path | None = None,
+    train_subset: int | None = None,
+    eval_subset: int | None = None,
+) -> tuple[GraphLoader, GraphLoader, GraphLoader]:
+    """Training (shuffled by a generator seeded with ``seed``), validation and test loaders of ``get_qm9``'s
+    splits; ``train_subset`` / ``eval_subset`` keep the first N training / validation and test molecules."""
+    splits = get_qm9(data_dir, device, target, permutation, seed)
+    subsets = (train_subset, eval_subset, eval_subset)
+    train_set, valid_set, test_set = (split[:n] if n else split for split, n in zip(splits, subsets))
+    shuffle = torch.Generator().manual_seed(seed)
+    return (
+        GraphLoader(train_set, batch_size, True, shuffle),
+        GraphLoader(valid_set, batch_size),
+        GraphLoader(test_set, batch_size),
+    )
 
 
 def train(
@@ -256,21 +285,16 @@ def train(
     """The template's training cycle: Adam (amsgrad) on the MSE of the z-scored target, best-validation model.
 
     The seed fixes the split (unless ``permutation`` is given), the shuffling and the test permutations;
-    ``train_subset`` / ``eval_subset`` keep the first N training / validation and test molecules. With a
-    ``results_dir``, a checkpoint there is continued, and the checkpoint, the best weights and
-    TensorBoard logs are written there (the caller applies the run-folder rule first).
+    ``*_subset`` keep the first N molecules (:func:`qm9_loaders`). With a ``results_dir`` (the caller applies
+    the run-folder rule), a checkpoint there is continued; checkpoint, best weights and TensorBoard logs go there.
 
-    Returns:
-        ``(model, test_loss, permuted_test_loss, val_losses, logging_info)``: the best-validation model,
-        its test MSE on the original and on atom-permuted molecules (z-units), the validation MSE after
-        each epoch, and a dict with the training curves, MAEs in eV, timings and target statistics.
+    Returns ``(model, test_loss, permuted_test_loss, val_losses, logging_info)``: the best-validation model,
+    its test MSE on the original and on atom-permuted molecules (z-units), the validation MSE after each
+    epoch, and a dict with the training curves, MAEs in eV, timings and target statistics.
     """
     set_seed(seed)
-    train_set, valid_set, test_set = get_qm9(data_dir, model.device, target, permutation, seed)
-    train_set = train_set[:train_subset] if train_subset else train_set
-    valid_set, test_set = (valid_set[:eval_subset], test_set[:eval_subset]) if eval_subset else (valid_set, test_set)
-    train_loader = GraphLoader(train_set, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    valid_loader, test_loader = GraphLoader(valid_set, batch_size), GraphLoader(test_set, batch_size)
+    loaders = qm9_loaders(data_dir, model.device, batch_size, seed, target, permutation, train_subset, eval_subset)
+    train_loader, valid_loader, test_loader = loaders
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, amsgrad=True)
 
     name = type(model).__name__.lower()
@@ -284,11 +308,11 @@ def train(
     if checkpoint_path is not None:
         save_torch(history["best_model"], checkpoint_path.with_name(f"{name}_best.pt"))
 
-    results = test(model, test_loader, train_set.target_std, seed, precision)
-    logging_info = {key: value for key, value in history.items() if key not in ("best_model", "epoch")}
-    logging_info |= results | {"target": target, "target_mean_ev": train_set.target_mean}
-    logging_info |= {"target_std_ev": train_set.target_std, "num_train": len(train_set)}
-    logging_info |= {"num_valid": len(valid_set), "num_test": len(test_set)}
+    train_set = train_loader.dataset
+    results = evaluate_test_set(model, test_loader, train_set.target_std, seed, precision)
+    logging_info = {key: value for key, value in history.items() if key not in ("best_model", "epoch")} | results
+    logging_info |= {"target": target, "target_mean_ev": train_set.target_mean, "target_std_ev": train_set.target_std}
+    logging_info |= {key: len(loader.dataset) for key, loader in zip(("num_train", "num_valid", "num_test"), loaders)}
     logging_info["num_parameters"] = sum(p.numel() for p in model.parameters())
     return model, results["test_loss"], results["permuted_test_loss"], history["val_losses"], logging_info
 
@@ -326,7 +350,9 @@ def write_summary(results: dict[str, dict[str, Any]], results_dir: Path, run: st
 def main(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Check every input, claim the results folder, train and test the chosen model(s), write the results."""
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision or "fp32", device)  # fp32 on every device: see part3/README.md
+    if precision != "fp32" and args.model != "mlp":
+        raise UserError(f"--precision {precision} works only with --model mlp (the GNN's MFConv fails under autocast)")
     set_threads(args.threads)
     if args.permutation is not None:
         load_permutation(args.permutation)  # a bad file fails now, not after the first model

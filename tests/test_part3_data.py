@@ -121,6 +121,14 @@ def _molecule_rows(smiles: str, elements: list[str], xyz: np.ndarray) -> tuple[l
     return [smiles], [element_string], [xyz_string]
 
 
+def test_hydrogens_follow_the_smiles_counts_when_nearer_to_another_atom():
+    # Formaldehyde with one hydrogen nearer to the O than to the C: the SMILES puts both on the C.
+    xyz = np.array([[0, 0, 0], [1.2, 0, 0], [-0.5, 0.9, 0], [0.9, 0.9, 0]], dtype=float)
+    _, _, _, bonds, bond_types = graphs._chunk_graphs(_molecule_rows("C=O", list("COHH"), xyz))
+    assert sorted(map(sorted, bonds.tolist())) == [[0, 1], [0, 2], [0, 3]]
+    assert sorted(bond_types.tolist()) == [0, 0, 1]  # two single C-H, one double C=O
+
+
 def test_inconsistent_molecules_are_rejected():
     methane = np.array(
         [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]

@@ -1,0 +1,1 @@
+"""Benchmarks of part 3, run as ``python -m part3.benchmarks.<name>``."""
