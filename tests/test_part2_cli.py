@@ -196,3 +196,24 @@ def test_python_dash_m_prints_one_line(workspace: Path) -> None:
         errors = [line for line in outputs[module].splitlines() if "error:" in line]
         assert len(errors) == 1 and problem in errors[0], outputs[module]
         assert outputs[module].rstrip().endswith("exit 2"), outputs[module]
+
+
+def test_plots_redraws_a_results_folder_from_its_metrics(tmp_path: Path, monkeypatch, capsys) -> None:
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    losses, accuracies = [4.0, 3.0, 2.0, 2.0, 1.0, 1.0], [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    epochs = [{"epoch": 1, "loss": 3.0, "accuracy": 0.1, "steps": 3}, {"epoch": 2, "loss": 4 / 3, "accuracy": 0.4}]
+    config = {"txt_file": "data/book.txt", "lstm_num_layers": 1, "lstm_hidden_dim": 8, "embedding_size": 4}
+    write_json({"config": config, "epochs": epochs, "steps": {"loss": losses, "accuracy": accuracies}},
+               tmp_path / "metrics.json")  # fmt: skip
+    assert plots.main(["--results_dir", str(tmp_path)]) == tmp_path / "curves.png"
+    assert capsys.readouterr().out == f"{tmp_path / 'curves.png'}\n"
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    ax_loss, ax_accuracy = figures[0].axes
+    per_step, per_epoch = ax_loss.lines
+    # Step s (0-based) ends at epoch (s + 1) / steps_per_epoch; the curve is the running mean of 20 steps.
+    assert list(per_step.get_xdata()) == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+    assert list(per_step.get_ydata()) == pytest.approx([4, 3.5, 3, 2.75, 2.4, 13 / 6])
+    assert list(per_epoch.get_xdata()) == [1, 2] and list(per_epoch.get_ydata()) == pytest.approx([3, 4 / 3])
+    assert list(ax_accuracy.lines[1].get_ydata()) == pytest.approx([0.1, 0.4])
+    assert figures[0]._suptitle.get_text() == "book.txt: LSTM 1x8, embedding 4"
