@@ -1,11 +1,13 @@
 #!/bin/bash
-# Submit Part 1: the training array (lisa_jobs/part1_train.job, one task per model) and the
-# report job (lisa_jobs/part1_report.job), which starts only after every array task has
-# finished successfully (--dependency=afterok:<array id>).
+# Submit Part 1 as three chained jobs:
+#   1. lisa_jobs/prepare_data.job: CIFAR-10 decoded once (and QM9 processed for Part 3);
+#   2. lisa_jobs/part1_train.job, one array task per model, once 1. has succeeded
+#      (--dependency=afterok:<id>), so the tasks never fetch CIFAR-10 at the same time;
+#   3. lisa_jobs/part1_report.job, once every array task has succeeded.
 #
 # Run from the repository root; environment variables (MODELS, EPOCHS, DATA_DIR,
-# RESULTS_DIR, ...; see the two job files) reach both jobs, and any arguments are
-# passed to both sbatch calls:
+# RESULTS_DIR, ...; see the job files) reach all three jobs, and any arguments are
+# passed to every sbatch call. PREPARE=0 skips step 1 when the data is ready.
 #     bash lisa_jobs/submit_part1.sh
 #     MODELS="resnet18 resnet34" bash lisa_jobs/submit_part1.sh --time=06:00:00
 set -euo pipefail
@@ -24,11 +26,22 @@ if [[ -n "${MODELS:-}" ]]; then
     array_option="--array=0-$(( ${#models[@]} - 1 ))"
 fi
 
-# --parsable prints "<job id>[;<cluster>]".
-train_id="$(sbatch --parsable $array_option "$@" "$jobs_dir/part1_train.job")"
-train_id="${train_id%%;*}"
-report_id="$(sbatch --parsable --dependency="afterok:$train_id" "$@" "$jobs_dir/part1_report.job")"
-report_id="${report_id%%;*}"
+# `sbatch --parsable` prints "<job id>[;<cluster>]".
+submit() {
+    local id
+    id="$(sbatch --parsable "$@")"
+    printf '%s\n' "${id%%;*}"
+}
 
-echo "submitted training array $train_id and report job $report_id (starts after the array succeeds)"
+train_dependency=""
+prepared=""
+if [[ "${PREPARE:-1}" != 0 ]]; then
+    prepare_id="$(submit "$@" "$jobs_dir/prepare_data.job")"
+    train_dependency="--dependency=afterok:$prepare_id"
+    prepared="data preparation $prepare_id, "
+fi
+train_id="$(submit $train_dependency $array_option "$@" "$jobs_dir/part1_train.job")"
+report_id="$(submit --dependency="afterok:$train_id" "$@" "$jobs_dir/part1_report.job")"
+
+echo "submitted ${prepared}training array $train_id and report job $report_id (each starts after the previous succeeds)"
 echo "watch with: squeue -u \$USER; logs in lisa_jobs/logs/"
