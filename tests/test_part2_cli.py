@@ -183,7 +183,6 @@ def test_python_dash_m_prints_one_line(workspace: Path) -> None:
         "part2.palindromes": (["--min_length", "1", "--results_dir", f"{workspace}/none"], "--min_length must be"),
         "part2.generate": (["--checkpoint", f"{workspace}/truncated.pt"], "truncated.pt is not a valid part2.train"),
         "part2.plots": (["--results_dir", f"{workspace}/no_logs"], "no metrics.json in"),
-        "part2.curves": (["--results_dir", f"{workspace}/no_logs"], "no metrics.json in"),
     }
     lines = ["|".join([module, *argv]) for module, (argv, _) in calls.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
