@@ -386,7 +386,7 @@ def test_model(
     data = load_cifar10(data_dir)
     idx = indices_of_test_set(data["test_y"], test_subset)
     images, labels = data["test_x"][idx].to(device), data["test_y"][idx].to(device)
-    model.to(device).eval()
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
     return accuracy_on_test_sets(model, images, labels, batch_size, seed, precision, channels_last)
 
 

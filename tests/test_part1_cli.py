@@ -204,6 +204,18 @@ def test_overwrite_moves_the_old_run_aside(workspace: Path, tmp_path: Path, caps
     assert f"moved the previous run to {aside}" in capsys.readouterr().out
 
 
+def test_ctrl_c_says_how_to_resume(workspace: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    argv = [arg.replace(W, str(workspace)) for arg in RUN] + ["--results_dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        train.cli(argv)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted; rerun the same command to resume"]
+
+
 def test_rerun_with_the_same_settings_reports_the_finished_run(workspace: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "run"
     shutil.copytree(workspace / "run", folder)
