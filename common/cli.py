@@ -44,12 +44,19 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: x)`` once, and not at all for ``None`` (the help text then says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     """A parser named ``python -m partN.x`` whose help shows every default once."""
     summary = (description or "").strip().split("\n\n")[0]
-    return argparse.ArgumentParser(
-        prog=prog, description=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    return argparse.ArgumentParser(prog=prog, description=summary, formatter_class=_DefaultsHelpFormatter)
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, precision: bool = True) -> None:

@@ -167,20 +167,18 @@ class LSTMSequence(torch.autograd.Function):
             if mm == acc:
                 da = d_gates[t]
             _backward_step(da, gates[t], dh, dc, cs[t], tanh_cs[t], H)
+            grad_bias.add_(da.sum(0))  # while da is in cache: one pass over dA [T, B, 4H] fewer
             if mm != acc:
                 d_gates[t].copy_(da)
-                grad_bias.add_(da.sum(0))
             if t > 0:
                 dh = recurrent_t(d_gates[t]).to(acc).add_(grad_outputs[t - 1])
             elif ctx.needs_input_grad[1]:
                 dh = recurrent_t(d_gates[0]).to(acc)
         flat = d_gates.view(T * B, 4 * H)
         needs = ctx.needs_input_grad
-        grad_x = torch.mm(flat, weight_x).view(T, B, E) if needs[0] else None
+        grad_x = _step_linear(weight_x.t(), T * B, T)(flat).view(T, B, E) if needs[0] else None
         grad_wx = torch.mm(flat.t(), x.reshape(T * B, E)) if needs[3] else None
         grad_wh = torch.mm(flat.t(), hs_mm[:T].reshape(T * B, H)) if needs[4] else None
-        if needs[5] and mm == acc:
-            grad_bias = flat.sum(0)
         return (
             grad_x,
             dh if needs[1] else None,
