@@ -11,37 +11,29 @@ from typing import Any
 from common.runtime import PRECISIONS, UserError
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _number_type(cast: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, name: str):
+    """An argparse type: ``cast(text)``, refused with "expected <expected>" unless ``valid``."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+positive_int = _number_type(int, lambda v: v >= 1, "a positive integer", "positive_int")
+nonnegative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0", "nonnegative_int")
+positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0, "a finite positive number", "positive_float")
+nonnegative_float = _number_type(
+    float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0", "nonnegative_float"
+)
+finite_float = _number_type(float, math.isfinite, "a finite number", "finite_float")
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

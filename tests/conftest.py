@@ -5,6 +5,7 @@ The offline datasets live in ``../shared/data`` beside the repository root
 need them take the ``shared_data`` fixture and are skipped, with the reason,
 where that folder is absent. Unit tests that need only tiny data make it.
 """
+
 from __future__ import annotations
 
 import os

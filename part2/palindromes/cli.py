@@ -12,40 +12,17 @@ interrupted sweep) and ``palindrome_accuracy.png`` into ``--results_dir``.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from common.cli import add_runtime_args, make_parser, positive_float, positive_int
+from common.cli import add_runtime_args, finite_float, make_parser, nonnegative_int, positive_float, positive_int
 from common.runtime import resolve_device, set_threads, start_line
 from part2.palindromes.models import DEFAULT_LSTM_FORGET_BIAS, MODEL_LABELS, RNN_INITS
 from part2.palindromes.sweep import run_sweep, sweep_lengths
 from part2.palindromes.train import OPTIMIZERS, TrainingSettings
 
 PROG = "python -m part2.palindromes"
-
-
-def seed_value(text: str) -> int:
-    """argparse type: an integer >= 0 (the data streams' seeds are hashed from it)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +33,15 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", choices=sorted(MODEL_LABELS), default=["rnn", "lstm"], help="models to sweep"
     )
     parser.add_argument(
-        "--seeds", nargs="+", type=seed_value, default=[0, 1, 2], help="seeds of every (model, L): init and data"
+        "--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="seeds of every (model, L): init and data"
     )
     # The single-seed option of earlier versions (and of lisa_jobs/part2_palindromes.job's SEED).
     parser.add_argument(
-        "--seed", dest="seeds", type=lambda text: [seed_value(text)], default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        "--seed",
+        dest="seeds",
+        type=lambda text: [nonnegative_int(text)],
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
 
 

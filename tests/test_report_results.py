@@ -1,0 +1,98 @@
+"""The results quoted in REPORT.md 2.4 and in the README are those of the committed JSON assets.
+
+Every number and sample in those places is read back from the report text and compared with
+``assets/part2/grimm_metrics.json`` and ``grimm_samples.json``, so rerunning an experiment without
+updating the text (or editing the text by hand) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = (ROOT / "REPORT.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+METRICS = json.loads((ROOT / "assets/part2/grimm_metrics.json").read_text(encoding="utf-8"))
+SAMPLES = json.loads((ROOT / "assets/part2/grimm_samples.json").read_text(encoding="utf-8"))
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    following = re.search(r"^#{1,3} ", text[start + len(heading) :], flags=re.M)
+    return text[start : start + len(heading) + following.start()] if following else text[start:]
+
+
+def texts(epoch: int, temperature: float, length: int) -> list[str]:
+    (entry,) = [e for e in SAMPLES if e["epoch"] == epoch]
+    (record,) = [r for r in entry["records"] if r["temperature"] == temperature and r["length"] == length]
+    return record["texts"]
+
+
+def table_row(text: str, label: str) -> list[str]:
+    (line,) = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")[1:]]
+
+
+def has_loop(sample: str, width: int = 25) -> bool:
+    """Whether some stretch of ``width`` characters occurs twice (the decoder went round a cycle)."""
+    windows = [sample[i : i + width] for i in range(len(sample) - width + 1)]
+    return len(set(windows)) < len(windows)
+
+
+SECTION_24 = section(REPORT, "### 2.4 Text generation")
+
+
+def test_the_epoch_table_matches_the_metrics() -> None:
+    epochs = [int(cell) for cell in table_row(SECTION_24, "epoch")]
+    by_epoch = {e["epoch"]: e for e in METRICS["epochs"]}
+    assert epochs[-1] == len(METRICS["epochs"]) == METRICS["config"]["epochs"] == 20
+    for name, key in (("training loss", "loss"), ("next-character accuracy", "accuracy")):
+        quoted = [float(cell) for cell in table_row(SECTION_24, name)]
+        assert quoted == [round(by_epoch[e][key], 3) for e in epochs], name
+
+
+def test_quoted_totals_and_settings_match_the_metrics() -> None:
+    final = METRICS["epochs"][-1]
+    assert f"training accuracy is {final['accuracy']:.3f} at loss {final['loss']:.3f}" in SECTION_24
+    minutes = sum(e["seconds"] for e in METRICS["epochs"]) / 60
+    assert f"20 epochs of {final['steps']} batches in\n{minutes:.0f} minutes" in SECTION_24
+    config = METRICS["config"]
+    assert (config["precision"], config["input_seq_length"], config["batch_size"]) == ("bf16", 30, 128)
+    assert (config["lstm_hidden_dim"], config["embedding_size"], config["lr"], config["clip_grad_norm"]) == (
+        1024,
+        256,
+        0.001,
+        5.0,
+    )
+
+
+def test_the_short_samples_are_the_committed_ones_with_five_start_characters() -> None:
+    for column, epoch in enumerate((1, 5, 20)):
+        samples = texts(epoch, 0.0, 30)
+        assert len({s[0] for s in samples}) == 5
+        quoted = [
+            row.split("|")[column + 1].strip().strip("`").replace("\\|", "|")
+            for row in SECTION_24.split("| after epoch 1 |")[1].splitlines()[2:7]
+        ]
+        assert quoted == [s.replace("\n", "↵") for s in samples]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_the_temperature_samples_are_the_committed_ones(temperature: float) -> None:
+    block = "```\n" + "\n".join(s.replace("\n", "↵") for s in texts(20, temperature, 200)) + "\n```"
+    assert block in SECTION_24
+
+
+def test_long_greedy_samples_loop_after_epochs_1_and_5_but_not_after_20() -> None:
+    assert all(has_loop(s) for epoch in (1, 5) for s in texts(epoch, 0.0, 200))
+    assert not any(has_loop(s) for s in texts(20, 0.0, 200))
+    assert not any(has_loop(s) for s in texts(20, 0.5, 200))  # "and no loops"
+
+
+def test_readme_quotes_the_final_text_model_numbers() -> None:
+    final = METRICS["epochs"][-1]
+    assert f"accuracy {final['accuracy']:.3f}" in README
