@@ -14,6 +14,7 @@ cancelled, then each daemon is terminated through the PID in its own PID file.
 Where SLURM or munge is not installed, or the cluster does not come up, the tests are
 skipped with the reason; with ``SLURM_TESTS_REQUIRED=1`` they fail instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,25 @@ HERE = Path(__file__).resolve().parent
 REQUIRED_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel")
 NODE = "node1"
 # Resources the node advertises (slurmd accepts more than the machine has): enough for
-# the job files' requests (3 CPUs, up to 32000M, 1 GPU each) and for the five test runs
+# the job files' requests (3 CPUs, up to 32000M, 1 GPU each) and for the test runs
 # that share the node at once.
 NODE_CPUS = 16
 NODE_MEMORY_MB = 192000
 # SLURM needs one distinct device file per GPU; nothing ever opens them.
 FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-TERMINAL_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",
-})
+TERMINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 START_TIMEOUT_S = 30.0
 
 
@@ -147,15 +157,18 @@ class SlurmCluster:
         key = self.munge_dir / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self._run_daemon("munged", [
+        self._run_daemon(
             "munged",
-            "--force",
-            f"--socket={self.munge_dir / 'munge.socket'}",
-            f"--key-file={key}",
-            f"--pid-file={self.pid_files['munged']}",
-            f"--log-file={self.logs['munged']}",
-            f"--seed-file={self.munge_dir / 'munged.seed'}",
-        ])
+            [
+                "munged",
+                "--force",
+                f"--socket={self.munge_dir / 'munge.socket'}",
+                f"--key-file={key}",
+                f"--pid-file={self.pid_files['munged']}",
+                f"--log-file={self.logs['munged']}",
+                f"--seed-file={self.munge_dir / 'munged.seed'}",
+            ],
+        )
 
     def start(self) -> None:
         """Write the configuration, start the three daemons and wait until the node is idle."""
@@ -172,15 +185,18 @@ class SlurmCluster:
             if state == "IDLE":
                 return
             time.sleep(0.5)
-        raise ClusterError(f"node {NODE} not idle after {START_TIMEOUT_S:.0f} s (state: {state})\n"
-                           + self.daemon_logs())
+        raise ClusterError(
+            f"node {NODE} not idle after {START_TIMEOUT_S:.0f} s (state: {state})\n" + self.daemon_logs()
+        )
 
     def _run_daemon(self, name: str, command: list[str]) -> None:
         """Start a daemon that forks into the background, and wait for its PID file."""
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
-            raise ClusterError(f"{' '.join(command)} exited with {result.returncode}: "
-                               f"{result.stderr.strip()}\n{_tail(self.logs[name])}")
+            raise ClusterError(
+                f"{' '.join(command)} exited with {result.returncode}: "
+                f"{result.stderr.strip()}\n{_tail(self.logs[name])}"
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._pid(name) is not None:
@@ -230,14 +246,22 @@ class SlurmCluster:
         return "\n".join(_tail(path) for path in self.logs.values())
 
     # ------------------------------------------------------------------ clients
-    def run(self, *command: str, check: bool = True, cwd: Path | None = None,
-            env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        *command: str,
+        check: bool = True,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess:
         """Run a client command (``sbatch``, ``scontrol``, a submit script, ...) against this cluster."""
-        result = subprocess.run(command, cwd=cwd, env={**self.env, **(env or {})},
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            command, cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} exited with {result.returncode}:\n"
-                                 f"{result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"{' '.join(command)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
         return result
 
     def sbatch(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -264,9 +288,10 @@ class SlurmCluster:
                 return records
             if time.monotonic() > deadline:
                 states = ", ".join(f"{r['JobId']}: {r['JobState']} ({r.get('Reason')})" for r in records)
-                raise AssertionError(f"job {job_id} not finished after {timeout:.0f} s: {states}\n"
-                                     + "\n".join(_tail(Path(r["StdOut"])) for r in records
-                                                 if r.get("StdOut")))
+                raise AssertionError(
+                    f"job {job_id} not finished after {timeout:.0f} s: {states}\n"
+                    + "\n".join(_tail(Path(r["StdOut"])) for r in records if r.get("StdOut"))
+                )
             time.sleep(1)
 
     @staticmethod
@@ -275,8 +300,10 @@ class SlurmCluster:
         parts = []
         for r in records:
             task = f"_{r['ArrayTaskId']}" if r.get("ArrayTaskId") else ""
-            parts.append(f"job {r.get('ArrayJobId') or r['JobId']}{task} ({r.get('JobName')}): "
-                         f"{r['JobState']}, exit code {r.get('ExitCode')}, reason {r.get('Reason')}")
+            parts.append(
+                f"job {r.get('ArrayJobId') or r['JobId']}{task} ({r.get('JobName')}): "
+                f"{r['JobState']}, exit code {r.get('ExitCode')}, reason {r.get('Reason')}"
+            )
             if r.get("StdOut"):
                 parts.append(_tail(Path(r["StdOut"]), lines=40))
         return "\n".join(parts)
@@ -288,8 +315,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     required = os.environ.get("SLURM_TESTS_REQUIRED") == "1"
     missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
     if missing:
-        reason = (f"SLURM is not installed ({', '.join(missing)} not found); "
-                  "install it with `apt-get install --no-install-recommends slurm-wlm munge`")
+        reason = (
+            f"SLURM is not installed ({', '.join(missing)} not found); "
+            "install it with `apt-get install --no-install-recommends slurm-wlm munge`"
+        )
         if required:
             pytest.fail(reason)
         pytest.skip(reason)
