@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from common.runtime import PRECISIONS, UserError
 
@@ -45,10 +45,17 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors as one line (``error: python -m partN.x: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    """A parser named ``python -m partN.x`` whose help shows every default once."""
+    """A parser named ``python -m partN.x`` whose help shows every default once and whose errors are one line."""
     summary = (description or "").strip().split("\n\n")[0]
-    return argparse.ArgumentParser(prog=prog, description=summary, formatter_class=_DefaultsHelpFormatter)
+    return _OneLineErrorParser(prog=prog, description=summary, formatter_class=_DefaultsHelpFormatter)
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, precision: bool = True) -> None:

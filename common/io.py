@@ -53,10 +53,10 @@ def load_checkpoint(
     required_keys: tuple[str, ...] = (),
     map_location: str | torch.device = "cpu",
     weights_only: bool = True,
+    hint: str = "delete it or choose another --results_dir",
 ) -> dict:
     """``torch.load`` a checkpoint dict; a missing, truncated or foreign file becomes one ``UserError`` line."""
     path = Path(path)
-    hint = "delete it or choose another --results_dir"
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except FileNotFoundError:
