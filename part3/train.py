@@ -382,7 +382,6 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = make_parser("python -m part3.train", __doc__)
-    parser.error = lambda message: parser.exit(2, f"error: {message} (see {parser.prog} --help)\n")
     parser.add_argument("--model", default="both", choices=[*MODELS, "both"], help="model(s) to train")
     parser.add_argument("--mlp_hidden_dims", default=[128, 128, 128, 128], type=positive_int, nargs="*",
                         help="hidden widths of the MLP (none: a linear model)")  # fmt: skip

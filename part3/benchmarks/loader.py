@@ -25,7 +25,6 @@ from part3.loader import GraphLoader
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser("python -m part3.benchmarks.loader", __doc__)
-    parser.error = lambda message: parser.exit(2, f"error: {message} (see {parser.prog} --help)\n")
     parser.add_argument("--molecules", type=positive_int, default=12_800, help="training molecules batched per pass")
     parser.add_argument("--batch_size", type=positive_int, default=128, help="molecules per batch")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed passes per loader (median reported)")
