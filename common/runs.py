@@ -54,8 +54,10 @@ def move_aside(paths: Iterable[Path], folder: Path) -> Path | None:
         target = folder / f"{time.strftime('superseded-%Y%m%d-%H%M%S')}-{suffix}"
         suffix += 1
     target.mkdir(parents=True)
-    for path in existing:
-        os.replace(path, target / path.name)
+    for path in existing:  # keep the layout of the run: checkpoints/x.pt -> superseded-<time>/checkpoints/x.pt
+        destination = target / path.relative_to(folder)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, destination)
     return target
 
 

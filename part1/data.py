@@ -140,10 +140,8 @@ def _load_torchvision(root: Path) -> CifarTensors:
 
 
 def _load_cache(path: Path) -> CifarTensors:
-    try:
-        return load_checkpoint(path, "decoded CIFAR-10 cache", required_keys=CACHE_KEYS)
-    except UserError as error:  # common.io's hint names --results_dir; this file lives in --data_dir
-        raise UserError(str(error).replace("--results_dir", "--data_dir")) from None
+    hint = "delete it or choose another --data_dir"
+    return load_checkpoint(path, "decoded CIFAR-10 cache", required_keys=CACHE_KEYS, hint=hint)
 
 
 def _save_cache(data: CifarTensors, folder: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.cli import add_run_args, make_parser, positive_float, positive_int, run_cli
+from common.cli import add_run_args, make_parser, nonnegative_int, positive_float, positive_int, run_cli
 from common.io import load_checkpoint as load_torch_file
 from common.io import read_json, save_torch, write_json
 from common.runs import claim_run, ensure_writable, settings_diff
@@ -498,17 +498,6 @@ def test_and_write(model: nn.Module, settings: Settings, data_dir, files: RunFil
 
 
 # --------------------------------------------------------------------------- command line
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (a stop-gap until common.cli has one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m part1.train`` (the template's options and the shared run options)."""
     parser = make_parser("python -m part1.train", __doc__)

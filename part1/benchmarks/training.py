@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
-from common.cli import add_runtime_args, make_parser, positive_int, run_cli
+from common.cli import add_runtime_args, make_parser, nonnegative_int, positive_int, run_cli
 from common.io import write_json
 from common.runs import ensure_writable
 from common.runtime import PRECISIONS, device_name, grad_scaler, resolve_device, set_threads
 from common.timing import interleaved_medians
 from part1.evaluate import predict
 from part1.model import MODEL_NAMES, get_model
-from part1.train import make_optimizer, nonnegative_int, train_step
+from part1.train import make_optimizer, train_step
 
 MEMORY_FORMATS = {"contiguous": False, "channels_last": True}
 
