@@ -96,3 +96,66 @@ def test_long_greedy_samples_loop_after_epochs_1_and_5_but_not_after_20() -> Non
 def test_readme_quotes_the_final_text_model_numbers() -> None:
     final = METRICS["epochs"][-1]
     assert f"accuracy {final['accuracy']:.3f}" in README
+
+
+CNN = json.loads((ROOT / "assets/part1/ce_rce_table.json").read_text(encoding="utf-8"))
+CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg")
+SECTION_12 = section(REPORT, "### 1.2 Corruption robustness")
+
+
+def errors(model: str, corruption: str) -> list[float]:
+    return [1 - accuracy for accuracy in CNN[model]["corrupted_accuracy"][corruption]]
+
+
+def test_the_ce_rce_table_matches_the_results() -> None:
+    for model, result in CNN.items():
+        main_table = SECTION_12.split("**(b) CE and RCE per corruption**")[1]
+        cells = [float(cell.replace("−", "-")) for cell in table_row(main_table, model)][:11]
+        expected = [round(result["clean_accuracy"] * 100, 1)]
+        expected += [round(result["ce"][c], 3) for c in CORRUPTIONS] + [round(result["mce"], 3)]
+        expected += [round(result["rce"][c], 3) for c in CORRUPTIONS] + [round(result["relative_mce"], 3)]
+        assert cells == expected, model
+
+
+def test_the_rce_formula_stated_is_the_one_computed_and_the_printed_one_is_shown() -> None:
+    base = "resnet18"
+    for model in CNN:
+        for c in CORRUPTIONS:
+            added = sum(e - (1 - CNN[model]["clean_accuracy"]) for e in errors(model, c))
+            added_base = sum(e - (1 - CNN[base]["clean_accuracy"]) for e in errors(base, c))
+            assert CNN[model]["rce"][c] == pytest.approx(added / added_base)
+    printed_table = SECTION_12.split("the printed form on the same data:")[1].split("**(a)")[0]
+    for model in CNN:
+        printed = [
+            (sum(errors(model, c)) - (1 - CNN[model]["clean_accuracy"]))
+            / (sum(errors(base, c)) - (1 - CNN[base]["clean_accuracy"]))
+            for c in CORRUPTIONS
+        ]
+        assert [float(x) for x in table_row(printed_table, model)] == [round(v, 3) for v in printed]
+
+
+def test_prose_claims_of_1_2_hold_for_the_data() -> None:
+    at_severity_5 = {m: {c: CNN[m]["corrupted_accuracy"][c][4] for c in CORRUPTIONS} for m in CNN}
+    worst = {m: min(values, key=values.get) for m, values in at_severity_5.items()}
+    assert worst == {
+        "debug": "contrast",
+        "vgg11": "gaussian_noise",
+        "vgg11_bn": "contrast",
+        "resnet18": "contrast",
+        "resnet34": "contrast",
+        "densenet121": "contrast",
+    }
+    clean = {m: CNN[m]["clean_accuracy"] for m in CNN}
+    for model in ("resnet18", "resnet34", "densenet121", "vgg11_bn"):  # JPEG within one point of clean
+        assert max(abs(a - clean[model]) for a in CNN[model]["corrupted_accuracy"]["jpeg"]) <= 0.01 + 1e-9
+    added = {c: sum(clean["resnet18"] - a for a in CNN["resnet18"]["corrupted_accuracy"][c]) * 100 for c in CORRUPTIONS}
+    for c, words in (
+        ("gaussian_noise", "noise"),
+        ("jpeg", "JPEG"),
+        ("contrast", "Contrast"),
+        ("gaussian_blur", "blur"),
+    ):
+        assert f"{words} ({added[c]:.1f} points)" in SECTION_12
+    noise_jpeg_rce = [CNN[m]["rce"][c] for m in CNN for c in ("gaussian_noise", "jpeg")]
+    assert f"from −{-min(noise_jpeg_rce):.1f} to {max(noise_jpeg_rce):.1f}" in SECTION_12
+    assert all(a > clean["vgg11_bn"] for a in CNN["vgg11_bn"]["corrupted_accuracy"]["gaussian_noise"][2:])
