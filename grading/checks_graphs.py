@@ -220,7 +220,8 @@ def _probe_class(ctx, kind: str):
             self.order_dependent = order_dependent
             self.calls: list[tuple] = []
 
-        def forward(self, *inputs):
+        def forward(self, *inputs, **named):
+            inputs = (*inputs, *named.values())  # keyword arguments in the order given
             self.calls.append(tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in inputs))
             return _probe_prediction(self, kind, inputs)
 

@@ -203,9 +203,8 @@ def probe_roles(lstm: torch.nn.Module, num_inputs: int, hidden: int) -> RoleMap:
 
 
 def _base_bias(unit: int, hidden: int) -> float:
-    """Distinct g biases from -1.5 to 1.5, alternating in sign between neighbouring units (separates the roles)."""
-    order = sorted(range(hidden), key=lambda u: (u % 2, u))
-    return float(np.linspace(-1.5, 1.5, hidden)[order.index(unit)])
+    """Distinct, non-zero g biases, 0.5 to 1.5 in size and alternating in sign (they separate the roles)."""
+    return (-1) ** unit * (0.5 + unit / max(hidden - 1, 1))
 
 
 def _assign(

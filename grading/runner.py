@@ -41,7 +41,7 @@ class Limits:
     time_factor: float = 1.0  # multiplies every check's limit (seconds of CPU time)
     startup_seconds: float = 60.0  # CPU time to import the student's files (torch, torchvision, PyG included)
     grace_seconds: float = 5.0  # CPU time after a check's limit before the process is killed from outside
-    # Backstop for code that sleeps or waits forever: seconds spent neither computing nor waiting for a CPU.
+    # Backstop for code that sleeps or waits forever: seconds the process is seen sleeping.
     idle_factor: float = 3.0
     idle_extra_seconds: float = 60.0
 
@@ -108,11 +108,10 @@ class _WorkerRun:
     loading: str = ""
     current: str | None = None
     current_limit: float = 0.0
-    current_start: float = 0.0  # wall clock
     current_cpu_start: float = 0.0
-    current_queued_start: float = 0.0
+    current_idle_start: float = 0.0
     cpu_seconds: float = 0.0  # of the worker process, as last measured
-    queued_seconds: float = 0.0  # time it waited for a CPU, as last measured
+    idle_seconds: float = 0.0  # time it was seen sleeping
 
 
 def _preexec(memory_bytes: int) -> Callable[[], None]:
@@ -165,8 +164,8 @@ def _apply(event: dict, run: _WorkerRun) -> None:
         run.ready = True
         run.notes += [n for n in event.get("notes", []) if n not in run.notes]
     elif kind == "start":
-        run.current, run.current_limit, run.current_start = event["id"], float(event["limit"]), time.monotonic()
-        run.current_cpu_start, run.current_queued_start = run.cpu_seconds, run.queued_seconds
+        run.current, run.current_limit = event["id"], float(event["limit"])
+        run.current_cpu_start, run.current_idle_start = run.cpu_seconds, run.idle_seconds
     elif kind == "done":
         run.outcomes[event["id"]] = _Outcome(bool(event["passed"]), str(event["message"]), float(event["seconds"]))
         run.current = None
@@ -191,32 +190,27 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _process_times(pid: int) -> tuple[float, float] | None:
-    """``(CPU seconds, seconds spent waiting for a CPU)`` of a running process, ``None`` once it is gone.
-
-    On a busy machine a process waits for a CPU for long stretches; that time is
-    neither its fault nor a sign that it hangs, so the idle backstop leaves it out.
-    """
+def _process_state(pid: int) -> tuple[str, float] | None:
+    """``(state letter, CPU seconds)`` of a process from ``/proc/<pid>/stat``; ``None`` once it is gone."""
     try:
-        ran, queued, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
-        return int(ran) / 1e9, int(queued) / 1e9
-    except FileNotFoundError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    except (OSError, ValueError):  # no schedstat: CPU time from stat, queueing unknown
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 0.0
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _watch(process: subprocess.Popen, events: Path, run: _WorkerRun, limits: Limits) -> str:
     """Follow the worker until it exits; kill it on a start-up or check timeout. Returns why it was killed ('')."""
-    offset, started = 0, time.monotonic()
+    offset, last_poll = 0, time.monotonic()
     while True:
-        times = _process_times(process.pid)
-        if times is not None:
-            run.cpu_seconds, run.queued_seconds = times
+        state = _process_state(process.pid)
+        now = time.monotonic()
+        if state is not None:
+            run.cpu_seconds = state[1]
+            # Sleeping, not computing and not waiting for a CPU: on a busy machine a process waits long
+            # for a CPU, which is neither its fault nor a hang, so only this time counts as idle.
+            run.idle_seconds += now - last_poll if state[0] == "S" else 0.0
+        last_poll = now
         new, offset = _read_events(events, offset)
         for event in new:
             _apply(event, run)
@@ -225,26 +219,24 @@ def _watch(process: subprocess.Popen, events: Path, run: _WorkerRun, limits: Lim
             for event in new:
                 _apply(event, run)
             return ""
-        reason = _overrun(run, limits, started)
+        reason = _overrun(run, limits)
         if reason:
             _kill(process)
             return reason
         time.sleep(0.05)
 
 
-def _overrun(run: _WorkerRun, limits: Limits, started: float) -> str:
+def _overrun(run: _WorkerRun, limits: Limits) -> str:
     """Why the worker must be killed now ('' if it may go on)."""
-    now = time.monotonic()
     if not run.ready:
-        idle = now - started - run.cpu_seconds - run.queued_seconds
-        if run.cpu_seconds > limits.startup_seconds or idle > limits.idle_limit(limits.startup_seconds):
+        startup = limits.startup_seconds
+        if run.cpu_seconds > startup or run.idle_seconds > limits.idle_limit(startup):
             return (
-                f"loading {run.loading or 'the student files'} did not finish within {limits.startup_seconds:g} s "
-                "of CPU time (top-level code that trains or loops? put it under if __name__ == '__main__':)"
+                f"loading {run.loading or 'the student files'} did not finish within {startup:g} s of CPU time "
+                "(top-level code that trains or loops? put it under if __name__ == '__main__':)"
             )
     elif run.current:
-        cpu = run.cpu_seconds - run.current_cpu_start
-        idle = now - run.current_start - cpu - (run.queued_seconds - run.current_queued_start)
+        cpu, idle = run.cpu_seconds - run.current_cpu_start, run.idle_seconds - run.current_idle_start
         if cpu > run.current_limit + limits.grace_seconds:
             return f"did not finish within {run.current_limit:g} s of CPU time (endless loop, or far too slow?)"
         if idle > limits.idle_limit(run.current_limit):
@@ -315,7 +307,7 @@ def run_worker(
 
 
 def _short(reason: str) -> str:
-    return reason if reason.startswith("did not") else "crashed the grading process"
+    return reason if reason.startswith("did ") else "crashed the grading process"
 
 
 def _score(check: Check, outcomes: dict[str, _Outcome]) -> float:

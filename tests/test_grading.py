@@ -19,12 +19,12 @@ from grading_fixtures.builder import TEMPLATE, add_notebook_cell, build_submissi
 from grading.__main__ import main
 from grading.questions import QUESTIONS, all_checks, question
 from grading.runner import Limits, grade_all
+from grading.student import WORKER_FILES
 from grading.submission import find_submissions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not TEMPLATE.is_dir(), reason=f"course template {TEMPLATE} not found")
 DEFAULT = Limits()
-FAST = Limits(time_factor=0.3, grace_seconds=2.0)
 
 
 def grade_one(folder: Path, questions: list[str], limits: Limits = DEFAULT):
@@ -225,7 +225,10 @@ MUTANTS = [
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_mutant_loses_exactly_the_checks_of_its_bug(mutant, tmp_path):
-    folder = build_submission(tmp_path / "submission", {mutant.file: mutant.edits}, filled=(mutant.file,))
+    """Only the listed checks fail (a function wrong on every input also loses its 'unchanged' check, which counts
+    only with a passing value check), the question loses exactly their points, and the message names the symptom."""
+    files = tuple(dict.fromkeys(f for q in mutant.questions for f in WORKER_FILES[question(q).worker]))
+    folder = build_submission(tmp_path / "submission", {mutant.file: mutant.edits}, filled=files)
     result = grade_one(folder, mutant.questions)
     lost = lost_checks(result)
     assert set(lost) == mutant.lost, lost
@@ -237,19 +240,21 @@ def test_mutant_loses_exactly_the_checks_of_its_bug(mutant, tmp_path):
 
 
 def test_hangs_and_crashes_cost_only_their_checks(tmp_path):
-    """An endless loop (stopped by the CPU-time alarm), one that swallows the alarm (killed from outside), os._exit.
+    """Endless loops (stopped by the CPU-time alarm, or killed from outside when they swallow it), a function
+    that sleeps forever (killed when idle too long) and os._exit each fail only their function's checks.
 
-    Limits are CPU time, so the test does not depend on how busy the machine is.
+    Limits are CPU time and idle time, so the test does not depend on how busy the machine is.
     """
     folder = build_submission(
         tmp_path / "submission",
         {
             "part1/CNN.ipynb": [
+                ("    ph, pw = padding\n", "    import time\n\n    time.sleep(3600)\n"),
+                ("out = _correlate(zero_padding(X, padding), W, stride)", "import os; os._exit(3)"),
                 (
                     "    windows = sliding_window_view(X, (f, f), axis=(2, 3))[:, :, ::s, ::s]",
                     "    while True:\n        pass",
                 ),
-                ("out = _correlate(zero_padding(X, padding), W, stride)", "import os; os._exit(3)"),
             ],
             "part2/model.py": [
                 (
@@ -261,18 +266,21 @@ def test_hangs_and_crashes_cost_only_their_checks(tmp_path):
         },
         filled=("part1/CNN.ipynb", "part2/model.py"),
     )
-    result = grade_one(folder, ["1.1", "2.3"], FAST)
+    limits = Limits(time_factor=0.3, grace_seconds=2.0, idle_factor=1.0, idle_extra_seconds=10.0)
+    result = grade_one(folder, ["1.1", "2.3"], limits)
     lost = lost_checks(result)
-    conv = {c for c in all_checks() if c.startswith("1.1/conv2d.")}
-    pool_forward = {c for c in all_checks() if c.startswith("1.1/pool_forward.")}
+    functions = ("zero_padding", "conv2d", "pool_forward")
+    broken = {c for c in all_checks() if c.startswith(tuple(f"1.1/{f}." for f in functions))}
     lstm_forward = {c.id for c in question("2.3").checks if c.group == "lstm.forward"}
-    assert set(lost) == conv | pool_forward | lstm_forward | {"2.3/no_builtin"}
+    assert set(lost) == broken | lstm_forward | {"2.3/no_builtin"}
+    assert lost["1.1/zero_padding.values"].startswith("did nothing for ")
+    assert lost["1.1/zero_padding.zero"].startswith("not run: zero_padding.values did nothing for ")
     assert "exited with code 3" in lost["1.1/conv2d.basic"]
-    assert lost["1.1/pool_forward.basic"].startswith("did not finish within 3 s")
+    assert lost["1.1/pool_forward.basic"].startswith("did not finish within 3 s of CPU time")
     assert lost["1.1/pool_forward.stride"].startswith("not run: pool_forward.basic did not finish")
-    assert lost["2.3/shape"].startswith("did not finish within 9 s")
+    assert lost["2.3/shape"].startswith("did not finish within 9 s of CPU time")
     assert lost["2.3/causal"].startswith("not run: shape did not finish")
-    assert [q.earned for q in result.questions] == [7.0, 1.0]
+    assert [q.earned for q in result.questions] == [6.0, 1.0]
 
 
 def test_import_error_costs_only_the_checks_needing_that_file(tmp_path):
