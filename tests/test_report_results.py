@@ -159,3 +159,52 @@ def test_prose_claims_of_1_2_hold_for_the_data() -> None:
     noise_jpeg_rce = [CNN[m]["rce"][c] for m in CNN for c in ("gaussian_noise", "jpeg")]
     assert f"from −{-min(noise_jpeg_rce):.1f} to {max(noise_jpeg_rce):.1f}" in SECTION_12
     assert all(a > clean["vgg11_bn"] for a in CNN["vgg11_bn"]["corrupted_accuracy"]["gaussian_noise"][2:])
+
+
+def _palindromes(name: str) -> dict:
+    return json.loads((ROOT / "assets/part2" / f"{name}.json").read_text(encoding="utf-8"))["summary"]
+
+
+PALINDROMES = _palindromes("palindromes")
+RNN_UNIFORM = _palindromes("palindromes_rnn_uniform")["rnn"]
+LSTM_BIAS_1 = _palindromes("palindromes_lstm_forget_bias1")["lstm"]
+SECTION_PALINDROMES = section(REPORT, "### Palindromes: vanilla RNN vs LSTM")
+
+
+def test_the_palindrome_table_matches_the_sweeps() -> None:
+    lengths = [str(length) for length in range(5, 55, 5)]
+    for label, summary in (
+        ("vanilla RNN, uniform init", RNN_UNIFORM),
+        ("vanilla RNN, orthogonal $W_{hh}$", PALINDROMES["rnn"]),
+        ("LSTM, forget-gate bias +1", LSTM_BIAS_1),
+        ("LSTM, forget-gate bias 3", PALINDROMES["lstm"]),
+    ):
+        accuracy_table = SECTION_PALINDROMES.split("Steps to 99 % training accuracy")[0]
+        for length, cell in zip(lengths, table_row(accuracy_table, label)):
+            if length not in summary:
+                assert cell == "–"
+                continue
+            accuracy = summary[length]["accuracy"]
+            assert cell == f"{summary[length]['accuracy_mean']:.3f} ({min(accuracy):.2f}–{max(accuracy):.2f})"
+
+
+def test_palindrome_prose_claims_hold_for_the_sweeps() -> None:
+    rnn, lstm = PALINDROMES["rnn"], PALINDROMES["lstm"]
+    missed = {length: sum(a < 0.99 for a in RNN_UNIFORM[length]["accuracy"]) for length in ("10", "15")}
+    assert missed == {"10": 1, "15": 2}
+    assert all(a < 0.25 for length in range(20, 55, 5) for a in RNN_UNIFORM[str(length)]["accuracy"])
+    assert all(a >= 0.998 for length in range(5, 40, 5) for a in rnn[str(length)]["accuracy"])
+    assert [rnn[length]["steps_to_99_reached"] for length in ("40", "45", "50")] == [2, 1, 0]
+    assert all(a < 0.12 for a in rnn["50"]["accuracy"])
+    short = [str(length) for length in range(5, 40, 5)]
+    assert round(min(rnn[L]["steps_to_99_mean"] for L in short)) == 60
+    assert round(max(rnn[L]["steps_to_99_mean"] for L in short)) == 620
+    assert round(min(lstm[L]["steps_to_99_mean"] for L in short)) == 160
+    assert round(max(lstm[L]["steps_to_99_mean"] for L in short)) == 547
+    assert all(min(LSTM_BIAS_1[L]["accuracy"]) >= 0.99 for L in ("10", "20"))
+    assert all(max(LSTM_BIAS_1[L]["accuracy"]) <= 0.2 for L in ("30", "40", "50"))
+    assert all(lstm[L]["steps_to_99_reached"] == 3 for L in lstm)
+    assert min(min(v["accuracy"]) for v in lstm.values()) >= 0.94
+    assert min(v["accuracy_mean"] for v in lstm.values()) >= 0.98
+    assert f"({lstm['50']['accuracy_mean']:.3f} at $L = 50$)" in SECTION_PALINDROMES
+    assert round(lstm["50"]["steps_to_99_mean"]) == 747 and lstm["5"]["steps_to_99_mean"] == 160
