@@ -267,22 +267,9 @@ def write_outputs(results_dir: Path, args, history: list[dict], samples: list[di
         write_text(samples_markdown(samples, f"Samples: {title}"), results_dir / "samples.md")
 
 
-def train(args: argparse.Namespace) -> list[dict]:
-    """Train (or resume) and return the per-epoch history."""
-    args.device = resolve_device(args.device)
-    args.precision = resolve_precision(args.precision, args.device)
-    set_threads(args.threads)
-    args.book_sha256 = resolve_book(args)
-    results_dir = Path(args.results_dir)
-    resuming = claim_run(results_dir, {key: getattr(args, key) for key in RUN_KEYS}, args.overwrite, owned=OUTPUTS)
-    start_line("part2.train", args.device, args.precision, results_dir)
-
-    set_seed(args.seed)
+def make_data(args: argparse.Namespace) -> tuple[TextDataset, DataLoader, torch.Generator]:
+    """The book's dataset and a shuffling loader whose generator is checkpointed with the run."""
     dataset = TextDataset(args.txt_file, args.input_seq_length, seed=args.seed)
-    args.vocabulary_size = dataset.vocabulary_size
-    model = TextGenerationModel(args).to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scaler = grad_scaler(args.device, args.precision)
     loader_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(
         dataset,
@@ -297,29 +284,41 @@ def train(args: argparse.Namespace) -> list[dict]:
             f"the text gives {len(dataset)} sequences, fewer than one batch of {args.batch_size}; "
             "use a smaller --batch_size"
         )
+    return dataset, loader, loader_generator
+
+
+def train(args: argparse.Namespace) -> list[dict]:
+    """Train (or resume) and return the per-epoch history (the template's ``train(args)``)."""
+    args.device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, args.device)
+    set_threads(args.threads)
+    args.book_sha256 = resolve_book(args)
+    results_dir = Path(args.results_dir)
+    resuming = claim_run(results_dir, {key: getattr(args, key) for key in RUN_KEYS}, args.overwrite, owned=OUTPUTS)
+    start_line("part2.train", args.device, args.precision, results_dir)
+
+    set_seed(args.seed)
+    dataset, loader, loader_generator = make_data(args)
+    args.vocabulary_size = dataset.vocabulary_size
+    model = TextGenerationModel(args).to(args.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scaler = grad_scaler(args.device, args.precision)
+    state = (model, optimizer, scaler, dataset, loader_generator)
     checkpoint_path = results_dir / "checkpoint.pt"
     done, history, samples = 0, [], []
     if resuming and checkpoint_path.exists():
-        done, history, samples = restore_checkpoint(
-            checkpoint_path, model, optimizer, scaler, dataset, loader_generator
-        )
+        done, history, samples = restore_checkpoint(checkpoint_path, *state)
         print(f"resuming after epoch {done}", flush=True)
 
     criterion = nn.CrossEntropyLoss()
     sample_epochs = set(args.sample_epochs if args.sample_epochs is not None else (1, 5, args.epochs))
-    title = (
-        f"{Path(args.txt_file).name}: LSTM {args.lstm_num_layers}x{args.lstm_hidden_dim}, "
-        f"embedding {args.embedding_size}"
-    )
+    title = f"{Path(args.txt_file).name}: LSTM {args.lstm_num_layers}x{args.lstm_hidden_dim}"
     with SummaryWriter(log_dir=str(results_dir / "tensorboard"), purge_step=done + 1) as writer:
         for epoch in range(done + 1, args.epochs + 1):
-            entry = {
-                "epoch": epoch,
-                **train_one_epoch(model, loader, optimizer, criterion, args, scaler, f"epoch {epoch}/{args.epochs}"),
-            }
-            history.append(entry)
-            writer.add_scalar("train/loss", entry["loss"], epoch)
-            writer.add_scalar("train/accuracy", entry["accuracy"], epoch)
+            entry = train_one_epoch(model, loader, optimizer, criterion, args, scaler, f"epoch {epoch}/{args.epochs}")
+            history.append({"epoch": epoch, **entry})
+            for name in ("loss", "accuracy"):
+                writer.add_scalar(f"train/{name}", entry[name], epoch)
             print(
                 f"epoch {epoch}/{args.epochs}: loss {entry['loss']:.4f}, accuracy {entry['accuracy']:.4f} "
                 f"({entry['seconds']:.0f} s)",
@@ -327,16 +326,10 @@ def train(args: argparse.Namespace) -> list[dict]:
             )
             if epoch in sample_epochs:
                 generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-                samples.append(
-                    {
-                        "epoch": epoch,
-                        "records": generate_samples(model, dataset.chars, generator, args.long_sample_length),
-                    }
-                )
-            save_checkpoint(
-                checkpoint_path, epoch, model, optimizer, scaler, dataset, loader_generator, args, history, samples
-            )
-            write_outputs(results_dir, args, history, samples, title)
+                records = generate_samples(model, dataset.chars, generator, args.long_sample_length)
+                samples.append({"epoch": epoch, "records": records})
+            save_checkpoint(checkpoint_path, epoch, *state, args, history, samples)
+            write_outputs(results_dir, args, history, samples, f"{title}, embedding {args.embedding_size}")
     return history
 
 
