@@ -120,3 +120,12 @@ def test_run_cli_turns_errors_and_interrupts_into_exit_codes(capsys: pytest.Capt
     with pytest.raises(SystemExit) as exit_info:
         run_cli(interrupt)
     assert exit_info.value.code == 130 and "rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_a_failed_save_leaves_the_old_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    save_torch({"w": torch.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails in the middle of the write
+        save_torch({"f": lambda: 0}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["model.pt"]

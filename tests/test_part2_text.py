@@ -307,3 +307,15 @@ def test_truncated_checkpoint_gives_one_line(tmp_path: Path, capsys: pytest.Capt
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "checkpoint.pt is not a valid" in error[0] and "delete it" in error[0]
+
+
+def test_the_template_defaults_of_the_text_model() -> None:
+    args = parse_args(["--txt_file", "book.txt"])
+    assert (args.input_seq_length, args.lstm_hidden_dim, args.embedding_size, args.lstm_num_layers) == (
+        30,
+        1024,
+        256,
+        1,
+    )
+    assert (args.batch_size, args.lr, args.epochs, args.clip_grad_norm, args.seed) == (128, 1e-3, 20, 5.0, 0)
+    assert parse_args(["--txt_file", "book.txt", "--num_epochs", "3"]).epochs == 3  # the template's name
