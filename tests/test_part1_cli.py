@@ -9,7 +9,6 @@ smoke runs of the CPU preset and the three benchmarks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import file_hashes, run_entry_point
 from test_part1_data import write_synthetic_cache
 
 from common.cli import run_cli
@@ -72,14 +72,6 @@ def _report_inputs(root: Path) -> None:
     (root / "broken").mkdir()
     (root / "broken" / "resnet18.json").write_text('{"model_name": ')
     (root / "empty").mkdir()
-
-
-def file_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 ENTRY_POINTS: dict[str, Callable] = {
@@ -165,13 +157,6 @@ CASES = [
 ]
 
 
-def run_entry_point(name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: ENTRY_POINTS[name](argv))
-    return exit_info.value.code, capsys.readouterr().err.splitlines()
-
-
 @pytest.mark.parametrize("name, argv, problem", CASES, ids=[f"{c[0]} {' '.join(c[1][-2:])}" for c in CASES])
 def test_bad_input_gets_one_line_and_changes_nothing(
     name: str, argv: list[str], problem: str, workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -180,7 +165,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     if "--results_dir" not in argv and name != "report":
         argv += ["--results_dir", str(tmp_path / "fresh")]
     before = file_hashes(workspace)
-    code, stderr = run_entry_point(name, argv, capsys)
+    code, stderr = run_entry_point(lambda: ENTRY_POINTS[name](argv), capsys)
     errors = [line for line in stderr if "error:" in line]
     assert code == 2 and len(errors) == 1, stderr
     assert not any("Traceback" in line for line in stderr)

@@ -7,7 +7,6 @@ file already in the workspace is byte-for-byte unchanged, and that no new result
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import file_hashes, run_entry_point
 
-from common.cli import run_cli
 from common.io import save_torch, write_json
 from part2 import generate, plots
 from part2.model import TextGenerationModel
@@ -54,14 +53,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_json({"config": {}, "epochs": [], "steps": {"loss": []}}, root / "unstarted" / "metrics.json")
     (root / "a_file").write_text("a file, not a folder\n")
     return root
-
-
-def file_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 ENTRY_POINTS: dict[str, Callable] = {"palindromes": palindromes.main, "generate": generate.main, "plots": plots.main}
@@ -116,13 +107,6 @@ CASES = [
 ]
 
 
-def run_entry_point(name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: ENTRY_POINTS[name](argv))
-    return exit_info.value.code, capsys.readouterr().err.splitlines()
-
-
 @pytest.mark.parametrize("name, argv, problem", CASES, ids=[f"{c[0]} {' '.join(c[1][-2:])}" for c in CASES])
 def test_bad_input_gets_one_line_and_changes_nothing(
     name: str, argv: list[str], problem: str, workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -132,7 +116,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     if name == "palindromes":  # a tiny budget, should a planted bug let the sweep start
         argv = [*TINY_SWEEP, *argv] if "--results_dir" in argv else [*TINY_SWEEP, *argv, "--results_dir", str(fresh)]
     before = file_hashes(workspace)
-    code, stderr = run_entry_point(name, argv, capsys)
+    code, stderr = run_entry_point(lambda: ENTRY_POINTS[name](argv), capsys)
     errors = [line for line in stderr if "error:" in line]
     assert code == 2 and len(errors) == 1, stderr
     assert not any("Traceback" in line for line in stderr)
@@ -147,7 +131,9 @@ def test_read_only_results_folder_is_refused_before_any_work(tmp_path: Path, cap
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        code, stderr = run_entry_point("palindromes", [*TINY_SWEEP, "--results_dir", str(folder)], capsys)
+        code, stderr = run_entry_point(
+            lambda: ENTRY_POINTS["palindromes"]([*TINY_SWEEP, "--results_dir", str(folder)]), capsys
+        )
     finally:
         folder.chmod(0o755)
     assert code == 2 and stderr == [

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import file_hashes
 
 from common.runtime import UserError, grad_scaler
 from part2 import generate, plots
@@ -266,14 +266,6 @@ def test_every_precision_trains_on_cpu(precision: str) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_rerun_with_other_settings_is_refused_and_overwrite_moves_the_run_aside(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,18 +273,18 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_moves_the_run_aside(
     book.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
     results = tmp_path / "run"
     train(_tiny_train_args(book, results, 1))
-    before = _tree_hashes(results)
+    before = file_hashes(results)
     for changed in (["--lr", "0.01"], ["--seed", "3"], ["--max_steps_per_epoch", "2"], ["--precision", "bf16"]):
         with pytest.raises(SystemExit) as exit_info:
             train_main(vars_to_argv(_tiny_train_args(book, results, 1), changed))
         assert exit_info.value.code == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and "--overwrite" in error[0] and changed[0].lstrip("-") in error[0]
-        assert _tree_hashes(results) == before
+        assert file_hashes(results) == before
     train_main(vars_to_argv(_tiny_train_args(book, results, 1), ["--lr", "0.01", "--overwrite"]))
     moved = list(results.glob("superseded-*"))
     assert len(moved) == 1
-    assert _tree_hashes(moved[0]) == before  # the old run, byte for byte
+    assert file_hashes(moved[0]) == before  # the old run, byte for byte
     assert (results / "checkpoint.pt").is_file()
 
 

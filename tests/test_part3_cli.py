@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import file_hashes
 
 from common.io import write_json
 from part3 import train as trainer
@@ -17,15 +17,6 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TINY = ["--epochs", "1", "--train_subset", "300", "--eval_subset", "100", "--batch_size", "64", "--threads", "1"]
 TINY_MLP = ["--model", "mlp", "--mlp_hidden_dims", "16", *TINY]
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder``, by relative path."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 def _unwritable_folder(tmp_path: Path, name: str) -> Path:
@@ -41,13 +32,13 @@ def _unwritable_folder(tmp_path: Path, name: str) -> Path:
 
 def _run_expecting_error(argv: list[str], capsys, folder: Path) -> str:
     """Run the CLI, assert exit code 2, one line on stderr and no file changed under ``folder``; return that line."""
-    before = _snapshot(folder)
+    before = file_hashes(folder)
     with pytest.raises(SystemExit) as exit_info:
         trainer.cli(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert _snapshot(folder) == before
+    assert file_hashes(folder) == before
     return err
 
 
@@ -166,7 +157,7 @@ def test_other_settings_are_refused_before_any_work(tmp_path, capsys):
 def test_other_settings_are_refused_and_overwrite_keeps_the_old_run(qm9_data_dir, tmp_path, capsys):
     argv = [*TINY_MLP, "--data_dir", str(qm9_data_dir), "--results_dir", str(tmp_path / "results")]
     trainer.cli(argv)
-    first = _snapshot(tmp_path / "results")
+    first = file_hashes(tmp_path / "results")
     capsys.readouterr()
 
     trainer.cli([*argv, "--resume"])  # same settings (--resume is accepted and changes nothing): resumed
@@ -179,7 +170,7 @@ def test_other_settings_are_refused_and_overwrite_keeps_the_old_run(qm9_data_dir
     trainer.cli([*argv, "--seed", "1", "--overwrite"])
     assert "moved the previous run to" in capsys.readouterr().out
     (superseded,) = (tmp_path / "results").glob("superseded-*")
-    kept = _snapshot(superseded)
+    kept = file_hashes(superseded)
     for name in ("run.config.json", "mlp.json", "mlp_checkpoint.pt", "mlp_best.pt", "mlp_results.md"):
         assert kept[name] == first[name], name
     assert '"seed": 1' in (tmp_path / "results" / "run.config.json").read_text()
