@@ -244,6 +244,32 @@ def _overrun(run: _WorkerRun, limits: Limits) -> str:
     return ""
 
 
+def _run_once(
+    root: Path,
+    layout: str,
+    worker: str,
+    pending: list[str],
+    known: dict[str, bool],
+    limits: Limits,
+    events: Path,
+    log: Path,
+) -> tuple[_WorkerRun, str, int]:
+    """One worker process for the ``pending`` checks; returns what it reported, why it was killed, its exit code."""
+    command = [sys.executable, "-m", "grading.worker", str(root), layout, worker, str(events),
+               repr(limits.time_factor), json.dumps(known), *pending]  # fmt: skip
+    run = _WorkerRun()
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   cwd=log.parent, env=_worker_env(), start_new_session=True,
+                                   preexec_fn=_preexec(int(limits.memory_gib * GIB)))  # fmt: skip
+        try:
+            killed_because = _watch(process, events, run, limits)
+        finally:
+            if process.poll() is None:  # interrupted (Ctrl-C): leave no worker behind
+                _kill(process)
+    return run, killed_because, process.returncode
+
+
 def run_worker(
     root: Path, layout: str, worker: str, check_ids: list[str], limits: Limits, logs: Path
 ) -> tuple[dict[str, _Outcome], list[str]]:
@@ -255,54 +281,22 @@ def run_worker(
     while pending := [c for c in check_ids if c not in outcomes]:
         attempt += 1
         events, log = logs / f"{worker}-{attempt}.jsonl", logs / f"{worker}-{attempt}.log"
-        known = json.dumps({k: v.passed for k, v in outcomes.items()})
-        command = [
-            sys.executable,
-            "-m",
-            "grading.worker",
-            str(root),
-            layout,
-            worker,
-            str(events),
-            repr(limits.time_factor),
-            known,
-            *pending,
-        ]
-        with open(log, "wb") as output:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=logs,
-                env=_worker_env(),
-                start_new_session=True,
-                preexec_fn=_preexec(int(limits.memory_gib * GIB)),
-            )
-            run = _WorkerRun()
-            try:
-                killed_because = _watch(process, events, run, limits)
-            finally:
-                if process.poll() is None:  # interrupted (Ctrl-C): leave no worker behind
-                    _kill(process)
+        known = {k: v.passed for k, v in outcomes.items()}
+        run, killed_because, returncode = _run_once(root, layout, worker, pending, known, limits, events, log)
         outcomes.update(run.outcomes)
         notes += [n for n in run.notes if n not in notes]
+        reason = killed_because or _exit_reason(returncode, log)
         if not run.ready:  # loading the student's files hung or killed the process: nothing can run
-            reason = killed_because or f"loading {run.loading or 'the student files'}: " + _exit_reason(
-                process.returncode, log
-            )
+            reason = killed_because or f"loading {run.loading or 'the student files'}: {reason}"
             outcomes.update({c: _Outcome(False, reason) for c in pending if c not in outcomes})
-            break
-        if run.current is not None:
+        elif run.current is not None:  # the check that was running takes its component down with it
             culprit = checks[run.current]
-            reason = killed_because or _exit_reason(process.returncode, log)
             outcomes[culprit.id] = _Outcome(False, reason, run.current_limit)
             for other in pending:
                 if other not in outcomes and checks[other].group == culprit.group:
                     outcomes[other] = _Outcome(False, f"not run: {culprit.name} {_short(reason)}")
-        elif [c for c in check_ids if c not in outcomes]:
-            reason = _exit_reason(process.returncode, log)
-            outcomes.update({c: _Outcome(False, f"not run: {reason}") for c in check_ids if c not in outcomes})
+        else:  # ended between checks: nothing to blame, nothing more to try
+            outcomes.update({c: _Outcome(False, f"not run: {reason}") for c in pending if c not in outcomes})
     return outcomes, notes
 
 
