@@ -19,8 +19,11 @@ from common.io import read_json, write_json
 from common.runtime import UserError
 
 
-def ensure_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it (before any work is done)."""
+def ensure_writable(folder: str | os.PathLike, what: str = "", option: str = "--results_dir") -> Path:
+    """Create ``folder`` if needed and check that files can be written in it (before any work is done).
+
+    The error reads ``cannot write <what>to <folder> (<reason>); choose another <option>``.
+    """
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -28,7 +31,7 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot write to {folder} ({error.strerror}); choose another --results_dir") from None
+        raise UserError(f"cannot write {what}to {folder} ({error.strerror}); choose another {option}") from None
     return folder
 
 

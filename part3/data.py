@@ -9,7 +9,6 @@ whole data set's, which leaks test statistics into training).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
 from common.io import load_checkpoint, save_torch
+from common.runs import ensure_writable
 from common.runtime import UserError
 from part3.graphs import QM9_SIZE, TARGETS, build_qm9_tensors, read_qm9pack
 
@@ -37,17 +37,8 @@ def check_data_dir(data_dir: str | Path) -> None:
 
 
 def _check_cache_writable(path: Path) -> None:
-    if path.is_file():
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(
-            f"cannot write the QM9 cache to {path.parent} ({error.strerror}); choose another --data_dir"
-        ) from None
+    if not path.is_file():
+        ensure_writable(path.parent, what="the QM9 cache ", option="--data_dir")
 
 
 class QM9(InMemoryDataset):
@@ -66,10 +57,8 @@ class QM9(InMemoryDataset):
             _check_cache_writable(path)
             tensors, slices = build_qm9_tensors(read_qm9pack(), num_workers)
             save_torch({"tensors": tensors, "slices": slices}, path)
-        try:
-            cache = load_checkpoint(path, "QM9 dataset", required_keys=("tensors", "slices"))
-        except UserError as error:  # the shared hint names --results_dir; this file lives in --data_dir
-            raise UserError(str(error).replace("--results_dir", "--data_dir")) from None
+        hint = "delete it or choose another --data_dir"
+        cache = load_checkpoint(path, "QM9 dataset", required_keys=("tensors", "slices"), hint=hint)
         self.data, self.slices = Data.from_dict(cache["tensors"]), cache["slices"]
 
 
