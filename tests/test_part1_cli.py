@@ -238,7 +238,9 @@ def test_cpu_preset_smoke_writes_each_model_and_waits_for_resnet18(workspace: Pa
         "train_subset": None,
         "val_subset": None,
         "test_subset": None,
+        "channels_last": True,
     }
+    assert not cpu_preset.preset_settings("debug")["channels_last"]
     assert cpu_preset.EPOCHS["resnet18"] > 5 * cpu_preset.EPOCHS["vgg11"]
 
 
