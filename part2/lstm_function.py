@@ -115,23 +115,28 @@ def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     return gates, hs, hs_mm, cs, tanh_cs
 
 
-def _backward_step(da, a, dh, dc, c_prev, tanh_c, H):
+def _backward_step(da, a, dh, dc, c_prev, tanh_c, scratch):
     """Fill ``da`` (the gradient of the step's gate pre-activations) and update ``dc`` to ``dc_{t-1}`` in place.
 
-    With ``dh, dc`` reaching ``h_t, c_t``: ``do = dh tanh(c_t)``, ``dc += dh o (1 - tanh(c_t)^2)``,
-    ``di = dc g``, ``df = dc c_{t-1}``, ``dg = dc i``; then through sigmoid' = s(1-s) and tanh' = 1-tanh^2;
-    finally ``dc_{t-1} = dc f``.
+    With ``dh, dc`` reaching ``h_t, c_t``: ``do = dh tanh(c_t)``, ``dc += dh (1 - tanh(c_t)^2) o``,
+    ``di = dc g``, ``df = dc c_{t-1}``, ``dg = dc i (1 - g^2)``; then sigmoid' = s(1-s) on ``di, df, do``;
+    finally ``dc_{t-1} = dc f``. ``scratch [B, 3H]`` is reused by every step (no allocation in the loop).
     """
+    H = dh.size(1)
     i, f, o, g = a.split(H, dim=1)
     di, df, do, dg = da.split(H, dim=1)
+    tmp = scratch[:, :H]
     torch.mul(dh, tanh_c, out=do)
-    dc.addcmul_(dh * o, 1.0 - tanh_c * tanh_c)
+    torch.addcmul(dh, do, tanh_c, value=-1.0, out=tmp)  # dh (1 - tanh(c)^2)
+    dc.addcmul_(tmp, o)
     torch.mul(dc, i, out=dg)
-    dg.mul_(1.0 - g * g)
+    torch.mul(g, g, out=tmp)
+    dg.addcmul_(dg, tmp, value=-1.0)  # dc i (1 - g^2)
     torch.mul(dc, g, out=di)
     torch.mul(dc, c_prev, out=df)
     sigmoids = a[:, : 3 * H]
-    da[:, : 3 * H].mul_(sigmoids - sigmoids * sigmoids)
+    torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1.0, out=scratch)  # s (1 - s)
+    da[:, : 3 * H].mul_(scratch)
     dc.mul_(f)
 
 
@@ -162,11 +167,12 @@ class LSTMSequence(torch.autograd.Function):
         d_gates = x.new_empty(T, B, 4 * H, dtype=mm)  # in the product dtype: the weight gradients need it so
         da = d_gates[0] if mm == acc else cs.new_empty(B, 4 * H)
         grad_bias = cs.new_zeros(4 * H)
+        scratch = cs.new_empty(B, 3 * H)
         recurrent_t = _step_linear(weight_h.t(), B, T)  # dh_{t-1} = dA_t @ W_h
         for t in range(T - 1, -1, -1):
             if mm == acc:
                 da = d_gates[t]
-            _backward_step(da, gates[t], dh, dc, cs[t], tanh_cs[t], H)
+            _backward_step(da, gates[t], dh, dc, cs[t], tanh_cs[t], scratch)
             grad_bias.add_(da.sum(0))  # while da is in cache: one pass over dA [T, B, 4H] fewer
             if mm != acc:
                 d_gates[t].copy_(da)

@@ -119,7 +119,7 @@ MUTATIONS: tuple[Mutation, ...] = (
        "a[:, 3 * H :].tanh_()", "a[:, 3 * H :].sigmoid_()",
        "candidate g through a sigmoid instead of tanh", "test_part2_lstm.py"),
     _m("lstm_backward_missing_tanh_derivative", "part2/lstm_function.py",
-       "dc.addcmul_(dh * o, 1.0 - tanh_c * tanh_c)", "dc.add_(dh * o)",
+       "dc.addcmul_(tmp, o)", "dc.addcmul_(dh, o)",
        "backward: dh -> dc without the derivative of tanh(c_t)", "test_part2_lstm.py"),
     _m("lstm_bf16_cell_state", "part2/lstm_function.py",
        "x.to(dtype), h0.float(), c0.float(), weight_x.to(dtype), weight_h.to(dtype), bias.float(), zero_state",
