@@ -55,6 +55,27 @@ def _ratio_tables(scores: dict[str, dict[str, Any]], corruptions: list[str]) -> 
     return lines
 
 
+def _runs_table(results: dict[str, dict[str, Any]], scores: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per model: how it was trained (epochs, minutes, precision) and its headline numbers."""
+    header = "| model | epochs | training (min) | precision | clean acc. (%) [95 % CI] | mCE | relative mCE |"
+    lines = [header, "|---|---:|---:|---|---|---:|---:|"]
+    for model in model_order(scores):
+        run, score = results[model], scores[model]
+        reliable = all(score["reliable"]["ce"].values()), all(score["reliable"]["rce"].values())
+        minutes = run.get("train_seconds")
+        cells = [
+            model,
+            str(run.get("config", {}).get("epochs", "?")),
+            "?" if minutes is None else f"{minutes / 60:.1f}",
+            str(run.get("precision", "?")),
+            _accuracy(score["clean_accuracy"], score["clean_interval"]),
+            _ratio(score["mce"], reliable[0]),
+            _ratio(score["relative_mce"], reliable[1]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown_table(results: dict[str, dict[str, Any]], scores: dict[str, dict[str, Any]]) -> str:
     """The CE and RCE tables and the accuracy-per-severity table, as Markdown."""
     corruptions = list(next(iter(scores.values()))["ce"])
@@ -66,6 +87,7 @@ def markdown_table(results: dict[str, dict[str, Any]], scores: dict[str, dict[st
         f"(and its mean) whose ResNet-18 denominator is less than {MIN_DENOMINATOR_TO_SE:g} standard errors from "
         "zero: too small to be meaningful.",
         "",
+        *_runs_table(results, scores),
         *_ratio_tables(scores, corruptions),
     ]
     header = ["model", "corruption"] + [f"s={s}" for s in SEVERITIES]
@@ -84,7 +106,11 @@ def main(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     scores = compute_ce_rce(results)
     write_text(markdown_table(results, scores), out / "ce_rce_table.md")
     summary = {
-        m: scores[m] | {k: results[m].get(k) for k in ("corrupted_accuracy", "num_test_images", "precision", "config")}
+        m: scores[m]
+        | {
+            k: results[m].get(k)
+            for k in ("corrupted_accuracy", "num_test_images", "precision", "config", "train_seconds")
+        }
         for m in model_order(scores)
     }
     write_json(summary, out / "ce_rce_table.json")

@@ -67,13 +67,17 @@ def test_report_files_state_formulas_intervals_and_marks(tmp_path):
     write_json(
         _result("resnet18", 0.8, {"gaussian_noise": flat, "contrast": steep}, n=10_000), tmp_path / "resnet18.json"
     )
-    write_json(_result("vgg11", 0.7, {"gaussian_noise": steep, "contrast": flat}, n=10_000), tmp_path / "vgg11.json")
+    vgg = _result("vgg11", 0.7, {"gaussian_noise": steep, "contrast": flat}, n=10_000)
+    vgg |= {"config": {"test_subset": None, "epochs": 5}, "train_seconds": 2430.0, "precision": "bf16"}
+    write_json(vgg, tmp_path / "vgg11.json")
     write_json({"lr": 0.01}, tmp_path / "vgg11.config.json")  # other JSON files are not results
     report.main(tmp_path)
     table = (tmp_path / "ce_rce_table.md").read_text()
     assert "RCE_c = sum_s (E_{s,c} - E_clean) / sum_s (E_{s,c}^{ResNet-18} - E_clean^{ResNet-18})" in table
     assert "| resnet18 | 80.0 [79.2, 80.8] |" in table
-    rce_row = next(line for line in table.splitlines() if line.startswith("| vgg11 |") and "†" in line)
+    vgg_rows = [line for line in table.splitlines() if line.startswith("| vgg11 |")]
+    assert vgg_rows[0].startswith("| vgg11 | 5 | 40.5 | bf16 | 70.0 [69.1, 70.9] |")  # the runs table comes first
+    rce_row = next(line for line in vgg_rows[1:] if "†" in line)
     assert rce_row.count("†") == 2  # RCE Gaussian noise and the relative mCE built from it
     summary = json.loads((tmp_path / "ce_rce_table.json").read_text())
     assert sorted(summary) == ["resnet18", "vgg11"] and summary["vgg11"]["reliable"]["rce"]["gaussian_noise"] is False
