@@ -13,7 +13,8 @@ the tanh candidate ``g``, so each nonlinearity is one call on a contiguous block
 
 Precision: under ``torch.autocast`` the matrix products run in the autocast dtype (bf16/fp16) while the
 gates, the cell state and all elementwise work stay in float32, as cuDNN and oneDNN do for their LSTMs.
-On CPU the two per-step products use oneDNN with the weight packed once per sequence (``_step_linear``).
+On CPU the two per-step products use oneDNN with the weight packed once per sequence and the addition to the
+input projection (forward) or to the output gradient (backward) fused into the product (``_step_linear``).
 """
 
 from __future__ import annotations
@@ -68,29 +69,53 @@ def onednn_packing_usable(weight: torch.Tensor, steps: int) -> bool:
     )
 
 
-def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``y -> y @ weight^T`` for the ``[rows, in]`` inputs of ``steps`` time steps, ``weight [out, in]``."""
+def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[..., torch.Tensor]:
+    """``(y, other=None) -> y @ weight^T (+ other)`` for ``[rows, in]`` inputs, ``steps`` steps, ``weight [out, in]``.
+
+    The result has the dtype of ``other`` when it is given. When ``other`` has the product's dtype, the addition
+    happens in the product's epilogue (one pass over ``[rows, out]`` and one allocation fewer per step).
+    """
     if onednn_packing_usable(weight, steps):
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
-        return lambda y: torch.ops.mkldnn._linear_pointwise(y, packed, None, "none", [], "")
-    weight_t = weight.t()
-    return lambda y: torch.mm(y, weight_t)
+
+        def product(y: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(y, packed, None, "none", [], "")
+
+        def product_add(y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise.binary(y, other.contiguous(), packed, None, "add")
+    else:
+        weight_t = weight.t()
+
+        def product(y: torch.Tensor) -> torch.Tensor:
+            return torch.mm(y, weight_t)
+
+        def product_add(y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            return torch.addmm(other, y, weight_t)
+
+    def step_product(y: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        if other is None:
+            return product(y)
+        if other.dtype == y.dtype:
+            return product_add(y, other)
+        return product(y).to(other.dtype).add_(other)
+
+    return step_product
 
 
 def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     """Forward recurrence in the accumulation dtype of ``c0`` with products in the dtype of the weights.
 
-    Returns ``gates [T, B, 4H]`` (activated), ``hs [T+1, B, H]`` (``hs[0] = h0``), ``hs_mm`` (``hs`` in the
-    product dtype, or ``hs`` itself), ``cs [T+1, B, H]`` and ``tanh_cs [T, B, H]``.
+    Returns ``gates`` (the ``T`` activated gate tensors ``[B, 4H]``), ``hs [T+1, B, H]`` (``hs[0] = h0``), ``hs_mm``
+    (``hs`` in the product dtype, or ``hs`` itself), ``cs [T+1, B, H]`` and ``tanh_cs [T, B, H]``.
     """
     T, B, E = x.shape
     H = h0.size(1)
     acc, mm = c0.dtype, weight_h.dtype
-    # One product projects the inputs of all steps; the buffer is then overwritten step by step.
+    # One product projects the inputs of all steps; each step adds its recurrent product to its slice.
     if mm == acc:
-        gates = torch.addmm(bias, x.reshape(T * B, E), weight_x.t()).view(T, B, 4 * H)
+        projected = torch.addmm(bias, x.reshape(T * B, E), weight_x.t()).view(T, B, 4 * H)
     else:
-        gates = torch.mm(x.reshape(T * B, E), weight_x.t()).to(acc).add_(bias).view(T, B, 4 * H)
+        projected = torch.mm(x.reshape(T * B, E), weight_x.t()).to(acc).add_(bias).view(T, B, 4 * H)
     hs, cs, tanh_cs = (
         x.new_empty(T + 1, B, H, dtype=acc),
         x.new_empty(T + 1, B, H, dtype=acc),
@@ -101,9 +126,10 @@ def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     if hs_mm is not hs:
         hs_mm[0] = h0
     recurrent = _step_linear(weight_h, B, T)
-    for t, a in enumerate(gates.unbind(0)):
-        if t > 0 or not zero_state:
-            a.add_(recurrent(hs_mm[t]))
+    gates = []
+    for t in range(T):
+        # (a copy at t = 0 so that the list does not keep the whole projection alive until the backward pass)
+        a = projected[0].clone() if t == 0 and zero_state else recurrent(hs_mm[t], projected[t])
         a[:, : 3 * H].sigmoid_()
         a[:, 3 * H :].tanh_()
         i, f, o, g = a.split(H, dim=1)
@@ -112,6 +138,7 @@ def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
         torch.mul(o, torch.tanh(c, out=tanh_cs[t]), out=hs[t + 1])
         if hs_mm is not hs:
             hs_mm[t + 1].copy_(hs[t + 1])
+        gates.append(a)
     return gates, hs, hs_mm, cs, tanh_cs
 
 
@@ -150,13 +177,15 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, weight_x, weight_h, bias, zero_state=False):  # type: ignore[override]
         gates, hs, hs_mm, cs, tanh_cs = _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state)
-        ctx.save_for_backward(x, weight_x, weight_h, gates, hs_mm, cs, tanh_cs)
+        ctx.save_for_backward(x, weight_x, weight_h, hs_mm, cs, tanh_cs)
+        ctx.gates = gates  # intermediates, not inputs or outputs: kept as a plain list
         return hs[1:], hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_outputs, grad_h_last, grad_c_last):  # type: ignore[override]
-        x, weight_x, weight_h, gates, hs_mm, cs, tanh_cs = ctx.saved_tensors
+        x, weight_x, weight_h, hs_mm, cs, tanh_cs = ctx.saved_tensors
+        gates = ctx.gates
         T, B, E = x.shape
         H = cs.size(2)
         acc, mm = cs.dtype, weight_h.dtype
@@ -177,7 +206,7 @@ class LSTMSequence(torch.autograd.Function):
             if mm != acc:
                 d_gates[t].copy_(da)
             if t > 0:
-                dh = recurrent_t(d_gates[t]).to(acc).add_(grad_outputs[t - 1])
+                dh = recurrent_t(d_gates[t], grad_outputs[t - 1])
             elif ctx.needs_input_grad[1]:
                 dh = recurrent_t(d_gates[0]).to(acc)
         flat = d_gates.view(T * B, 4 * H)
