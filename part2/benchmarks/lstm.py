@@ -125,6 +125,18 @@ def time_generation(args, device: torch.device) -> dict[str, float]:
     return {name: wall * 1e3 for name, (wall, _) in timings.items()}
 
 
+def step_rows(timings: dict[str, tuple[float, float]]) -> list[dict]:
+    """One row per ``"<variant> <precision>"`` timing (wall and CPU seconds), printed as it is made."""
+    rows = []
+    for name, (wall, cpu) in timings.items():
+        variant, precision = name.split()
+        base = timings.get(f"nn.LSTM {precision}", (wall, cpu))[0]
+        row = {"variant": variant, "precision": precision, "wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3}
+        rows.append(row | {"ratio_to_nn_lstm": wall / base})
+        print(f"  {variant:8s} {precision:5s} {wall * 1e3:8.1f} ms  {wall / base:5.2f}x  (cpu {cpu * 1e3:8.1f} ms)")
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
@@ -143,20 +155,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     timings = interleaved_medians(steps, args.repeats)
     print(f"training step, median of {args.repeats} interleaved repeats (ratio: to nn.LSTM, same precision):")
-    rows = []
-    for name, (wall, cpu) in timings.items():
-        variant, precision = name.split()
-        base = timings.get(f"nn.LSTM {precision}", (wall, cpu))[0]
-        rows.append(
-            {
-                "variant": variant,
-                "precision": precision,
-                "wall_ms": wall * 1e3,
-                "cpu_ms": cpu * 1e3,
-                "ratio_to_nn_lstm": wall / base,
-            }
-        )
-        print(f"  {variant:8s} {precision:5s} {wall * 1e3:8.1f} ms  {wall / base:5.2f}x  (cpu {cpu * 1e3:8.1f} ms)")
+    rows = step_rows(timings)
     generation = time_generation(args, device)
     print(
         f"greedy generation of {args.num_samples} x {args.sample_length} characters: "
@@ -182,9 +181,9 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    run_cli(lambda: run(args))
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

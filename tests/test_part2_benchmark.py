@@ -1,0 +1,34 @@
+"""``python -m part2.benchmarks.lstm`` at tiny sizes: every variant and precision timed, ratios to nn.LSTM, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from part2.benchmarks import lstm as benchmark
+
+TINY = ["--batch_size", "2", "--seq_length", "9", "--embedding_size", "4", "--hidden_dim", "8"]
+TINY += ["--vocabulary_size", "5", "--repeats", "1", "--sample_length", "4", "--num_samples", "2", "--threads", "1"]
+
+
+def test_benchmark_times_every_variant_and_precision(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lstm.json"
+    result = benchmark.main([*TINY, "--out", str(out)])
+    rows = {(row["variant"], row["precision"]): row for row in result["training_step"]}
+    assert set(rows) == {(v, p) for v in benchmark.VARIANTS for p in ("fp32", "bf16")}
+    for (_, precision), row in rows.items():
+        base = rows[("nn.LSTM", precision)]["wall_ms"]
+        assert row["wall_ms"] > 0 and row["ratio_to_nn_lstm"] == pytest.approx(row["wall_ms"] / base)
+    assert set(result["generation_ms"]) == {"cached", "recomputed"}
+    assert json.loads(out.read_text()) == result
+    printed = capsys.readouterr().out
+    assert "ours     fp32" in printed and "nn.LSTM  bf16" in printed and "greedy generation" in printed
+
+
+def test_benchmark_rejects_a_bad_size_in_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--hidden_dim", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --hidden_dim: expected a positive integer, got 0" in capsys.readouterr().err
