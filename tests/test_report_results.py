@@ -268,3 +268,28 @@ def test_readme_quotes_the_resnet18_run() -> None:
     quoted = f"noise and contrast bring it to about {noise} %, blur to {blur} %"
     assert quoted in README and abs(at_5["gaussian_noise"] - at_5["contrast"]) < 0.5
     assert f"JPEG to {round(at_5['jpeg'])} %" in README
+
+
+def test_prose_claims_about_vgg11_bn_against_the_published_pattern_hold_for_the_data() -> None:
+    vgg, base = CNN["vgg11_bn"], CNN["resnet18"]
+
+    def added(result: dict, corruption: str) -> str:
+        return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
+
+    assert f"VGG-11-BN reaches {percent(vgg['clean_accuracy'])} % in the {vgg['config']['epochs']} epochs" in SECTION_12
+    noise, rce = vgg["corrupted_accuracy"]["gaussian_noise"], vgg["rce"]
+    assert 1.4 <= rce["gaussian_noise"] <= 1.9  # "inside the published 1.4-1.9"
+    quoted = f"adds {added(vgg, 'gaussian_noise')} points of error against ResNet-18's {added(base, 'gaussian_noise')}"
+    assert quoted in SECTION_12 and f"(RCE {rce['gaussian_noise']:.3f}" in SECTION_12
+    assert f"keeps {percent(noise[4])} % of its {percent(vgg['clean_accuracy'])} %" in SECTION_12
+    assert added(vgg, "jpeg") == added(base, "jpeg") and abs(rce["jpeg"] - 1) < 0.05
+    assert f"add the same {added(base, 'jpeg')} points (RCE {rce['jpeg']:.3f})" in SECTION_12
+    assert rce["contrast"] < 1 < vgg["ce"]["contrast"]  # "reproduced in RCE, not in CE"
+    contrast = f"({added(vgg, 'contrast')} against {added(base, 'contrast')} points, RCE {rce['contrast']:.3f})"
+    assert contrast in SECTION_12 and f"its CE is {vgg['ce']['contrast']:.3f}" in SECTION_12
+    gap = f"{percent(base['clean_accuracy'] - vgg['clean_accuracy'])} points lower clean accuracy"
+    assert gap in SECTION_12
+    blur = (
+        f"({added(vgg, 'gaussian_blur')} against {added(base, 'gaussian_blur')} points, RCE {rce['gaussian_blur']:.3f})"
+    )
+    assert blur in SECTION_12 and abs(rce["gaussian_blur"] - 1) < 0.1  # "about the same"
