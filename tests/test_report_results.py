@@ -293,3 +293,23 @@ def test_prose_claims_about_vgg11_bn_against_the_published_pattern_hold_for_the_
         f"({added(vgg, 'gaussian_blur')} against {added(base, 'gaussian_blur')} points, RCE {rce['gaussian_blur']:.3f})"
     )
     assert blur in SECTION_12 and abs(rce["gaussian_blur"] - 1) < 0.1  # "about the same"
+
+
+def test_prose_claims_about_densenet121_hold_for_the_data() -> None:
+    dense, base = CNN["densenet121"], CNN["resnet18"]
+    clean = dense["clean_accuracy"]
+    assert f"DenseNet-121 reaches {percent(clean)} % in {dense['config']['epochs']} epochs, short of" in SECTION_12
+    assert clean < 0.78 and f"it\ntrained {dense['train_seconds'] / 60:.1f} of its 40 minutes" in SECTION_12
+    assert all(dense["rce"][c] > 1 for c in CORRUPTIONS)  # "more than ResNet-18 under every corruption"
+    assert max(dense["rce"], key=dense["rce"].get) == "contrast"
+    assert f"(relative mCE {dense['relative_mce']:.3f})" in SECTION_12
+    added = {c: f"{sum(clean - a for a in dense['corrupted_accuracy'][c]) * 100:.1f}" for c in CORRUPTIONS}
+    base_contrast = sum(base["clean_accuracy"] - a for a in base["corrupted_accuracy"]["contrast"]) * 100
+    contrast = f"adds {added['contrast']} points of error against ResNet-18's {base_contrast:.1f}"
+    assert contrast in SECTION_12 and f"(RCE {dense['rce']['contrast']:.3f})" in SECTION_12
+    assert f"keeps {percent(dense['corrupted_accuracy']['contrast'][4])} % at severity 5" in SECTION_12
+    assert base["clean_accuracy"] - clean < 0.02  # "within 2 points of ResNet-18's"
+    tail = SECTION_12.split("so here CE and RCE agree.")[1].split("\n- ")[0]
+    assert [m for m in re.findall(r"(\d+\.\d) (?:points )?\(RCE (\d\.\d{3})\)", tail)] == [
+        (added[c], f"{dense['rce'][c]:.3f}") for c in ("gaussian_noise", "gaussian_blur", "jpeg")
+    ]
