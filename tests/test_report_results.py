@@ -313,3 +313,24 @@ def test_prose_claims_about_densenet121_hold_for_the_data() -> None:
     assert [m for m in re.findall(r"(\d+\.\d) (?:points )?\(RCE (\d\.\d{3})\)", tail)] == [
         (added[c], f"{dense['rce'][c]:.3f}") for c in ("gaussian_noise", "gaussian_blur", "jpeg")
     ]
+
+
+def test_prose_claims_about_depth_hold_for_the_data() -> None:
+    deep, base = CNN["resnet34"], CNN["resnet18"]
+    clean = deep["clean_accuracy"]
+    assert f"ResNet-34 reaches {percent(clean)} % in {deep['config']['epochs']} epochs (goal 75 %" in SECTION_12
+    assert clean >= 0.75
+    gap = f"clean accuracy is {percent(base['clean_accuracy'] - clean)} points below ResNet-18's"
+    assert gap in SECTION_12 and all(deep["ce"][c] > 1 for c in CORRUPTIONS)
+    assert f"(mCE {deep['mce']:.3f})" in SECTION_12 and f"(relative mCE {deep['relative_mce']:.3f})" in SECTION_12
+    depth = SECTION_12.split("*Depth (ResNet-18 → ResNet-34)")[1].split("\n- ")[0]
+
+    def added(result: dict, corruption: str) -> str:
+        return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
+
+    quoted = re.findall(r"(\d+\.\d)(?: points)? against (\d+\.\d) \(RCE (\d\.\d{3})\)", " ".join(depth.split()))
+    order = ("gaussian_noise", "gaussian_blur", "jpeg", "contrast")
+    assert quoted == [(added(deep, c), added(base, c), f"{deep['rce'][c]:.3f}") for c in order]
+    assert all(deep["rce"][c] < 1 for c in order[:3]) and deep["rce"]["contrast"] > 1  # "only contrast adds more"
+    at_5 = [abs(deep["corrupted_accuracy"][c][4] - base["corrupted_accuracy"][c][4]) for c in CORRUPTIONS]
+    assert max(at_5) < 0.01  # "within 1 point of each other under all four corruptions"
