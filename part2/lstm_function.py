@@ -2,8 +2,8 @@
 
 Autograd could differentiate the time loop of ``part2.model.LSTM`` by itself, but it would record a
 dozen small nodes per step and accumulate the weight gradients one step at a time. ``LSTMSequence``
-saves the gate activations instead and runs the recurrence backwards once, collecting the gradients
-of the gate pre-activations of all steps ``dA [T, B, 4H]``; each weight gradient is then one product::
+saves the gate activations instead and runs the recurrence backwards once, writing the gradients of
+the gate pre-activations of all steps ``dA [T, B, 4H]`` over them; each weight gradient is then one product::
 
     dW_h = dA^T [4H, T*B] @ h_{0..T-1} [T*B, H]      dW_x = dA^T @ x [T*B, E]
     db   = sum of dA over T and B                     dx   = dA [T*B, 4H] @ W_x [4H, E]
@@ -102,20 +102,27 @@ def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[..., t
     return step_product
 
 
+def _tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``tanh(x) = 2 sigmoid(2x) - 1`` into ``out``: on CPU, PyTorch's sigmoid is several times faster than its tanh."""
+    return torch.sigmoid(torch.mul(x, 2.0, out=out), out=out).mul_(2.0).sub_(1.0)
+
+
 def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     """Forward recurrence in the accumulation dtype of ``c0`` with products in the dtype of the weights.
 
-    Returns ``gates`` (the ``T`` activated gate tensors ``[B, 4H]``), ``hs [T+1, B, H]`` (``hs[0] = h0``), ``hs_mm``
-    (``hs`` in the product dtype, or ``hs`` itself), ``cs [T+1, B, H]`` and ``tanh_cs [T, B, H]``.
+    Returns ``gates [T, B, 4H]`` (the activated gates of every step, written over the input projection), ``hs
+    [T+1, B, H]`` (``hs[0] = h0``), ``hs_mm`` (``hs`` in the product dtype, or ``hs`` itself), ``cs [T+1, B, H]``
+    and ``tanh_cs [T, B, H]``.
     """
     T, B, E = x.shape
     H = h0.size(1)
     acc, mm = c0.dtype, weight_h.dtype
-    # One product projects the inputs of all steps; each step adds its recurrent product to its slice.
+    # One product projects the inputs of all steps; each step adds its recurrent product to its slice and
+    # writes its activated gates back over it, so one buffer serves the whole sequence (and its backward pass).
     if mm == acc:
-        projected = torch.addmm(bias, x.reshape(T * B, E), weight_x.t()).view(T, B, 4 * H)
+        gates = torch.addmm(bias, x.reshape(T * B, E), weight_x.t()).view(T, B, 4 * H)
     else:
-        projected = torch.mm(x.reshape(T * B, E), weight_x.t()).to(acc).add_(bias).view(T, B, 4 * H)
+        gates = torch.mm(x.reshape(T * B, E), weight_x.t()).to(acc).add_(bias).view(T, B, 4 * H)
     hs, cs, tanh_cs = (
         x.new_empty(T + 1, B, H, dtype=acc),
         x.new_empty(T + 1, B, H, dtype=acc),
@@ -126,24 +133,22 @@ def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     if hs_mm is not hs:
         hs_mm[0] = h0
     recurrent = _step_linear(weight_h, B, T)
-    gates = []
     for t in range(T):
-        # (a copy at t = 0 so that the list does not keep the whole projection alive until the backward pass)
-        a = projected[0].clone() if t == 0 and zero_state else recurrent(hs_mm[t], projected[t])
-        a[:, : 3 * H].sigmoid_()
-        a[:, 3 * H :].tanh_()
-        i, f, o, g = a.split(H, dim=1)
+        pre = gates[0] if t == 0 and zero_state else recurrent(hs_mm[t], gates[t])
+        pre[:, 3 * H :].mul_(2.0)  # tanh(x) = 2 sigmoid(2x) - 1: all four gates in one sigmoid call
+        i, f, o, g = torch.sigmoid(pre, out=gates[t]).split(H, dim=1)
+        g.mul_(2.0).sub_(1.0)
         c = torch.mul(f, cs[t], out=cs[t + 1])
         c.addcmul_(i, g)
-        torch.mul(o, torch.tanh(c, out=tanh_cs[t]), out=hs[t + 1])
+        torch.mul(o, _tanh(c, out=tanh_cs[t]), out=hs[t + 1])
         if hs_mm is not hs:
             hs_mm[t + 1].copy_(hs[t + 1])
-        gates.append(a)
     return gates, hs, hs_mm, cs, tanh_cs
 
 
-def _backward_step(da, a, dh, dc, c_prev, tanh_c, scratch):
-    """Fill ``da`` (the gradient of the step's gate pre-activations) and update ``dc`` to ``dc_{t-1}`` in place.
+def _backward_step(a, dh, dc, c_prev, tanh_c, scratch):
+    """Overwrite the step's activated gates ``a = [i, f, o, g]`` with the gradient of their pre-activations and
+    update ``dc`` to ``dc_{t-1}`` in place.
 
     With ``dh, dc`` reaching ``h_t, c_t``: ``do = dh tanh(c_t)``, ``dc += dh (1 - tanh(c_t)^2) o``,
     ``di = dc g``, ``df = dc c_{t-1}``, ``dg = dc i (1 - g^2)``; then sigmoid' = s(1-s) on ``di, df, do``;
@@ -151,20 +156,18 @@ def _backward_step(da, a, dh, dc, c_prev, tanh_c, scratch):
     """
     H = dh.size(1)
     i, f, o, g = a.split(H, dim=1)
-    di, df, do, dg = da.split(H, dim=1)
-    tmp = scratch[:, :H]
+    di, df, do = scratch.split(H, dim=1)  # the gradients reaching the sigmoid gates' outputs
     torch.mul(dh, tanh_c, out=do)
-    torch.addcmul(dh, do, tanh_c, value=-1.0, out=tmp)  # dh (1 - tanh(c)^2)
-    dc.addcmul_(tmp, o)
-    torch.mul(dc, i, out=dg)
-    torch.mul(g, g, out=tmp)
-    dg.addcmul_(dg, tmp, value=-1.0)  # dc i (1 - g^2)
+    torch.addcmul(dh, do, tanh_c, value=-1.0, out=df)  # dh (1 - tanh(c)^2), df as a temporary
+    dc.addcmul_(df, o)
     torch.mul(dc, g, out=di)
+    torch.mul(dc, i, out=df)  # the gradient reaching g, df as a temporary
+    g.square_()
+    torch.addcmul(df, df, g, value=-1.0, out=g)  # dc i (1 - g^2)
     torch.mul(dc, c_prev, out=df)
-    sigmoids = a[:, : 3 * H]
-    torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1.0, out=scratch)  # s (1 - s)
-    da[:, : 3 * H].mul_(scratch)
     dc.mul_(f)
+    sigmoids = a[:, : 3 * H]
+    sigmoids.addcmul_(sigmoids, sigmoids, value=-1.0).mul_(scratch)  # s (1 - s) times the gradient reaching s
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -177,15 +180,20 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, weight_x, weight_h, bias, zero_state=False):  # type: ignore[override]
         gates, hs, hs_mm, cs, tanh_cs = _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state)
-        ctx.save_for_backward(x, weight_x, weight_h, hs_mm, cs, tanh_cs)
-        ctx.gates = gates  # intermediates, not inputs or outputs: kept as a plain list
+        ctx.save_for_backward(x, h0, weight_x, weight_h, bias, hs_mm, cs, tanh_cs)
+        ctx.gates, ctx.zero_state = gates, zero_state  # gates: overwritten by the backward pass, so not saved
         return hs[1:], hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_outputs, grad_h_last, grad_c_last):  # type: ignore[override]
-        x, weight_x, weight_h, hs_mm, cs, tanh_cs = ctx.saved_tensors
+        x, h0, weight_x, weight_h, bias, hs_mm, cs, tanh_cs = ctx.saved_tensors
+        # The loop below overwrites the gates with dA [T, B, 4H]; another backward pass through the same graph
+        # (retain_graph=True, gradcheck) recomputes them from the saved inputs.
         gates = ctx.gates
+        if gates is None:
+            gates = _forward_loop(x, h0, cs[0], weight_x, weight_h, bias, ctx.zero_state)[0]
+        ctx.gates = None
         T, B, E = x.shape
         H = cs.size(2)
         acc, mm = cs.dtype, weight_h.dtype
@@ -193,17 +201,16 @@ class LSTMSequence(torch.autograd.Function):
             grad_outputs = cs.new_zeros(T, B, H)
         dh = grad_outputs[T - 1] if grad_h_last is None else grad_outputs[T - 1] + grad_h_last
         dc = cs.new_zeros(B, H) if grad_c_last is None else grad_c_last.to(acc, copy=True)
-        d_gates = x.new_empty(T, B, 4 * H, dtype=mm)  # in the product dtype: the weight gradients need it so
-        da = d_gates[0] if mm == acc else cs.new_empty(B, 4 * H)
+        # dA [T, B, 4H] in the product dtype: the weight gradients need it so
+        d_gates = gates if mm == acc else x.new_empty(T, B, 4 * H, dtype=mm)
         grad_bias = cs.new_zeros(4 * H)
         scratch = cs.new_empty(B, 3 * H)
         recurrent_t = _step_linear(weight_h.t(), B, T)  # dh_{t-1} = dA_t @ W_h
         for t in range(T - 1, -1, -1):
-            if mm == acc:
-                da = d_gates[t]
-            _backward_step(da, gates[t], dh, dc, cs[t], tanh_cs[t], scratch)
+            da = gates[t]
+            _backward_step(da, dh, dc, cs[t], tanh_cs[t], scratch)
             grad_bias.add_(da.sum(0))  # while da is in cache: one pass over dA [T, B, 4H] fewer
-            if mm != acc:
+            if d_gates is not gates:
                 d_gates[t].copy_(da)
             if t > 0:
                 dh = recurrent_t(d_gates[t], grad_outputs[t - 1])
