@@ -220,7 +220,9 @@ class LSTMSequence(torch.autograd.Function):
         needs = ctx.needs_input_grad
         grad_x = _step_linear(weight_x.t(), T * B, T)(flat).view(T, B, E) if needs[0] else None
         grad_wx = torch.mm(flat.t(), x.reshape(T * B, E)) if needs[3] else None
-        grad_wh = torch.mm(flat.t(), hs_mm[:T].reshape(T * B, H)) if needs[4] else None
+        # With a zero h0 the first step's rows add nothing to dW_h: skip them (one step's product of the T).
+        first = B if ctx.zero_state else 0
+        grad_wh = torch.mm(flat[first:].t(), hs_mm[:T].reshape(T * B, H)[first:]) if needs[4] else None
         return (
             grad_x,
             dh if needs[1] else None,
