@@ -22,9 +22,11 @@ def test_benchmark_times_every_variant_and_precision(tmp_path: Path, capsys) -> 
         base = rows[("nn.LSTM", precision)]["wall_ms"]
         assert row["wall_ms"] > 0 and row["ratio_to_nn_lstm"] == pytest.approx(row["wall_ms"] / base)
     assert set(result["generation_ms"]) == {"cached", "recomputed"}
+    assert set(result["activation_us"]) == {"sigmoid", "tanh", "tanh as 2 sigmoid(2x) - 1"}
     assert json.loads(out.read_text()) == result
     printed = capsys.readouterr().out
     assert "ours     fp32" in printed and "nn.LSTM  bf16" in printed and "greedy generation" in printed
+    assert "gate nonlinearity on one [B, H] block: sigmoid" in printed
 
 
 def test_benchmark_rejects_a_bad_size_in_one_line(capsys) -> None:

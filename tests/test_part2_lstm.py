@@ -233,3 +233,11 @@ def test_autocast_runs_products_in_bfloat16_and_returns_float32_grads(monkeypatc
     assert seen and all(pair == (torch.bfloat16, torch.bfloat16) for pair in seen)
     assert outputs.dtype == torch.float32 and x.grad.dtype == torch.float32
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lstm.parameters())
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 4e-7), (torch.float64, 1e-15)])
+def test_tanh_through_sigmoid_matches_torch_tanh(dtype: torch.dtype, tol: float) -> None:
+    x = torch.linspace(-30, 30, 20001, dtype=dtype)
+    out = torch.empty_like(x)
+    assert lstm_function._tanh(x, out=out) is out
+    torch.testing.assert_close(out, torch.tanh(x), atol=tol, rtol=0)

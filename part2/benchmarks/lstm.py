@@ -125,6 +125,21 @@ def time_generation(args, device: torch.device) -> dict[str, float]:
     return {name: wall * 1e3 for name, (wall, _) in timings.items()}
 
 
+def time_activations(args, device: torch.device) -> dict[str, float]:
+    """Median microseconds of the gate nonlinearities on one ``[B, H]`` fp32 block (why the LSTM avoids tanh)."""
+    x = torch.randn(args.batch_size, args.hidden_dim, device=device)
+    out = torch.empty_like(x)
+    timings = interleaved_medians(
+        {
+            "sigmoid": lambda: torch.sigmoid(x, out=out),
+            "tanh": lambda: torch.tanh(x, out=out),
+            "tanh as 2 sigmoid(2x) - 1": lambda: lstm_function._tanh(x, out=out),
+        },
+        repeats=max(args.repeats, 20),
+    )
+    return {name: wall * 1e6 for name, (wall, _) in timings.items()}
+
+
 def step_rows(timings: dict[str, tuple[float, float]]) -> list[dict]:
     """One row per ``"<variant> <precision>"`` timing (wall and CPU seconds), printed as it is made."""
     rows = []
@@ -161,6 +176,8 @@ def run(args: argparse.Namespace) -> dict:
         f"greedy generation of {args.num_samples} x {args.sample_length} characters: "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in generation.items())
     )
+    activations = time_activations(args, device)
+    print("gate nonlinearity on one [B, H] block: " + ", ".join(f"{k} {v:.1f} us" for k, v in activations.items()))
     result = {
         "device": str(device),
         "threads": threads,
@@ -175,6 +192,7 @@ def run(args: argparse.Namespace) -> dict:
         "repeats": args.repeats,
         "training_step": rows,
         "generation_ms": generation,
+        "activation_us": activations,
     }
     if args.out:
         write_json(result, args.out)
