@@ -123,7 +123,7 @@ def test_the_report_table_is_built_from_every_committed_run() -> None:
 
 
 def test_the_report_names_the_finished_and_the_pending_models() -> None:
-    finished = re.search(r"finished so far: ([\w, ]+)\.\*\*", SECTION_12).group(1).split(", ")
+    finished = re.search(r"models finished: ([\w, ]+)\.\*\*", SECTION_12).group(1).split(", ")
     assert sorted(finished) == sorted(CNN)
     pending = re.search(r"Still to run: ([\w, ]+) \(", SECTION_12)
     assert sorted(pending.group(1).split(", ") if pending else []) == sorted(set(SIX_MODELS) - set(CNN))
@@ -268,6 +268,9 @@ def test_readme_quotes_the_resnet18_run() -> None:
     quoted = f"noise and contrast bring it to about {noise} %, blur to {blur} %"
     assert quoted in README and abs(at_5["gaussian_noise"] - at_5["contrast"]) < 0.5
     assert f"JPEG to {round(at_5['jpeg'])} %" in README
+    assert "All six CNNs of the assignment" in README and sorted(CNN) == sorted(SIX_MODELS)
+    noise = {model: result["rce"]["gaussian_noise"] for model, result in CNN.items()}
+    assert "VGG-11-BN degrades the most under Gaussian noise" in README and max(noise, key=noise.get) == "vgg11_bn"
 
 
 def test_prose_claims_about_vgg11_bn_against_the_published_pattern_hold_for_the_data() -> None:
@@ -334,3 +337,41 @@ def test_prose_claims_about_depth_hold_for_the_data() -> None:
     assert all(deep["rce"][c] < 1 for c in order[:3]) and deep["rce"]["contrast"] > 1  # "only contrast adds more"
     at_5 = [abs(deep["corrupted_accuracy"][c][4] - base["corrupted_accuracy"][c][4]) for c in CORRUPTIONS]
     assert max(at_5) < 0.01  # "within 1 point of each other under all four corruptions"
+
+
+def _added(result: dict, corruption: str) -> str:
+    """Points of error the corruption adds, summed over the five severities, as quoted."""
+    return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
+
+
+def test_prose_claims_about_vgg11_hold_for_the_data() -> None:
+    vgg, base = CNN["vgg11"], CNN["resnet18"]
+    assert f"VGG-11 {percent(vgg['clean_accuracy'])} % in its {vgg['config']['epochs']} (the goal exactly" in SECTION_12
+    low, high = vgg["clean_interval"]
+    assert low < 0.70 < high and round(vgg["clean_accuracy"], 3) == 0.700  # "with an interval on both sides of it"
+    bullet = " ".join(SECTION_12.split("*VGG-11 without batch normalisation*")[1].split("\n- ")[0].split())
+    quoted = re.findall(r"\((\d+\.\d) against (\d+\.\d)(?: points)?, RCE (\d\.\d{3})", bullet)
+    order = ("gaussian_noise", "contrast", "gaussian_blur", "jpeg")
+    assert quoted == [(_added(vgg, c), _added(base, c), f"{vgg['rce'][c]:.3f}") for c in order]
+    assert 1 < vgg["rce"]["gaussian_noise"] < 1.4  # "more than ResNet-18 ... below the published 1.4-1.9"
+    assert all(vgg["rce"][c] < 1 for c in order[1:])  # "and less under contrast, blur and JPEG"
+
+
+def test_prose_claims_about_batch_normalisation_hold_for_the_data() -> None:
+    plain, bn = CNN["vgg11"], CNN["vgg11_bn"]
+    assert bn["config"]["epochs"] == plain["config"]["epochs"] == 5  # "in the same 5 epochs"
+    bullet = " ".join(SECTION_12.split("*Batch normalisation (VGG-11 → VGG-11-BN)")[1].split("\n- ")[0].split())
+    assert f"gains {percent(bn['clean_accuracy'] - plain['clean_accuracy'])} points of clean accuracy" in bullet
+    noise = f"adds {_added(bn, 'gaussian_noise')} points of error to it against {_added(plain, 'gaussian_noise')}"
+    assert noise in bullet and bn["rce"]["gaussian_noise"] > plain["rce"]["gaussian_noise"]
+    assert f"(RCE {bn['rce']['gaussian_noise']:.3f} against {plain['rce']['gaussian_noise']:.3f})" in bullet
+    at_5 = {name: r["corrupted_accuracy"]["gaussian_noise"][4] for name, r in (("bn", bn), ("plain", plain))}
+    assert f"keeps {percent(at_5['bn'])} % against VGG-11's {percent(at_5['plain'])} %" in bullet
+    assert at_5["bn"] < at_5["plain"]  # "the gain is lost and more"
+    alike = f"({_added(bn, 'gaussian_blur')} against {_added(plain, 'gaussian_blur')} and "
+    alike += f"{_added(bn, 'contrast')} against {_added(plain, 'contrast')} points)"
+    assert alike in bullet
+    assert all(abs(float(_added(bn, c)) - float(_added(plain, c))) < 1.5 for c in ("gaussian_blur", "contrast"))
+    assert (
+        f"({_added(bn, 'jpeg')} against {_added(plain, 'jpeg')})" in bullet and bn["rce"]["jpeg"] > plain["rce"]["jpeg"]
+    )
