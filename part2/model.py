@@ -151,6 +151,18 @@ class TextGenerationModel(nn.Module):
         return logits
 
     @torch.no_grad()
+    def _start_characters(
+        self, batch_size: int, sample_length: int, prime: list[int] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """``[P, B]``: the prime for every sample, else one random character each (all different while B <= V)."""
+        if prime is not None and len(prime) > 0:
+            if len(prime) > sample_length:
+                raise ValueError(f"the prime has {len(prime)} characters, more than sample_length={sample_length}")
+            return torch.tensor(prime, dtype=torch.long).unsqueeze(1).repeat(1, batch_size)
+        if batch_size <= self.vocabulary_size:
+            return torch.randperm(self.vocabulary_size, generator=generator)[:batch_size].unsqueeze(0)
+        return torch.randint(self.vocabulary_size, (1, batch_size), generator=generator)
+
     def sample(
         self,
         batch_size: int = 4,
@@ -180,14 +192,7 @@ class TextGenerationModel(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {temperature}")
         device = self.output.weight.device
-        if prime is not None and len(prime) > 0:
-            if len(prime) > sample_length:
-                raise ValueError(f"the prime has {len(prime)} characters, more than sample_length={sample_length}")
-            start = torch.tensor(prime, dtype=torch.long).unsqueeze(1).repeat(1, batch_size)
-        elif batch_size <= self.vocabulary_size:
-            start = torch.randperm(self.vocabulary_size, generator=generator)[:batch_size].unsqueeze(0)
-        else:
-            start = torch.randint(self.vocabulary_size, (1, batch_size), generator=generator)
+        start = self._start_characters(batch_size, sample_length, prime, generator)
         samples = torch.empty(sample_length, batch_size, dtype=torch.long)
         samples[: start.size(0)] = start
         if start.size(0) == sample_length:
