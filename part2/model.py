@@ -150,7 +150,6 @@ class TextGenerationModel(nn.Module):
             return logits, final_state
         return logits
 
-    @torch.no_grad()
     def _start_characters(
         self, batch_size: int, sample_length: int, prime: list[int] | None, generator: torch.Generator | None
     ) -> torch.Tensor:
@@ -163,6 +162,7 @@ class TextGenerationModel(nn.Module):
             return torch.randperm(self.vocabulary_size, generator=generator)[:batch_size].unsqueeze(0)
         return torch.randint(self.vocabulary_size, (1, batch_size), generator=generator)
 
+    @torch.no_grad()
     def sample(
         self,
         batch_size: int = 4,

@@ -119,6 +119,21 @@ def test_prime_and_temperature_behaviour() -> None:
         model.sample(temperature=-1.0)
 
 
+def test_sampling_records_no_autograd_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sample`` is inference: no forward pass it makes may build a graph (memory and time for nothing)."""
+    model = tiny_model()
+    grad_modes = []
+    forward = model.forward
+
+    def recording_forward(*args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording_forward)
+    model.sample(batch_size=2, sample_length=5, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert grad_modes and not any(grad_modes)
+
+
 def _tiny_argv(book: Path, results_dir: Path, num_epochs: int, *extra: str) -> list[str]:
     return [
         "--txt_file",
