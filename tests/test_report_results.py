@@ -113,6 +113,11 @@ def percent(accuracy: float) -> str:
     return f"{100 * accuracy:.1f}"
 
 
+def added_points(result: dict, corruption: str) -> str:
+    """Points of error the corruption adds, summed over the five severities, as the report quotes them."""
+    return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
+
+
 def test_the_report_table_is_built_from_every_committed_run() -> None:
     runs = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in CPU_PROTOCOL.glob("*.json")}
     assert sorted(runs) == sorted(CNN)  # a run added without rerunning part1.report fails here
@@ -276,25 +281,24 @@ def test_readme_quotes_the_resnet18_run() -> None:
 def test_prose_claims_about_vgg11_bn_against_the_published_pattern_hold_for_the_data() -> None:
     vgg, base = CNN["vgg11_bn"], CNN["resnet18"]
 
-    def added(result: dict, corruption: str) -> str:
-        return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
-
     assert f"VGG-11-BN reaches {percent(vgg['clean_accuracy'])} % in the {vgg['config']['epochs']} epochs" in SECTION_12
     noise, rce = vgg["corrupted_accuracy"]["gaussian_noise"], vgg["rce"]
     assert 1.4 <= rce["gaussian_noise"] <= 1.9  # "inside the published 1.4-1.9"
-    quoted = f"adds {added(vgg, 'gaussian_noise')} points of error against ResNet-18's {added(base, 'gaussian_noise')}"
+    vgg_noise, base_noise = added_points(vgg, "gaussian_noise"), added_points(base, "gaussian_noise")
+    quoted = f"adds {vgg_noise} points of error against ResNet-18's {base_noise}"
     assert quoted in SECTION_12 and f"(RCE {rce['gaussian_noise']:.3f}" in SECTION_12
     assert f"keeps {percent(noise[4])} % of its {percent(vgg['clean_accuracy'])} %" in SECTION_12
-    assert added(vgg, "jpeg") == added(base, "jpeg") and abs(rce["jpeg"] - 1) < 0.05
-    assert f"add the same {added(base, 'jpeg')} points (RCE {rce['jpeg']:.3f})" in SECTION_12
+    assert added_points(vgg, "jpeg") == added_points(base, "jpeg") and abs(rce["jpeg"] - 1) < 0.05
+    assert f"add the same {added_points(base, 'jpeg')} points (RCE {rce['jpeg']:.3f})" in SECTION_12
     assert rce["contrast"] < 1 < vgg["ce"]["contrast"]  # "reproduced in RCE, not in CE"
-    contrast = f"({added(vgg, 'contrast')} against {added(base, 'contrast')} points, RCE {rce['contrast']:.3f})"
+    contrast = (
+        f"({added_points(vgg, 'contrast')} against {added_points(base, 'contrast')} points, RCE {rce['contrast']:.3f})"
+    )
     assert contrast in SECTION_12 and f"its CE is {vgg['ce']['contrast']:.3f}" in SECTION_12
     gap = f"{percent(base['clean_accuracy'] - vgg['clean_accuracy'])} points lower clean accuracy"
     assert gap in SECTION_12
-    blur = (
-        f"({added(vgg, 'gaussian_blur')} against {added(base, 'gaussian_blur')} points, RCE {rce['gaussian_blur']:.3f})"
-    )
+    blur = f"({added_points(vgg, 'gaussian_blur')} against {added_points(base, 'gaussian_blur')} points, "
+    blur += f"RCE {rce['gaussian_blur']:.3f})"
     assert blur in SECTION_12 and abs(rce["gaussian_blur"] - 1) < 0.1  # "about the same"
 
 
@@ -306,9 +310,8 @@ def test_prose_claims_about_densenet121_hold_for_the_data() -> None:
     assert all(dense["rce"][c] > 1 for c in CORRUPTIONS)  # "more than ResNet-18 under every corruption"
     assert max(dense["rce"], key=dense["rce"].get) == "contrast"
     assert f"(relative mCE {dense['relative_mce']:.3f})" in SECTION_12
-    added = {c: f"{sum(clean - a for a in dense['corrupted_accuracy'][c]) * 100:.1f}" for c in CORRUPTIONS}
-    base_contrast = sum(base["clean_accuracy"] - a for a in base["corrupted_accuracy"]["contrast"]) * 100
-    contrast = f"adds {added['contrast']} points of error against ResNet-18's {base_contrast:.1f}"
+    added = {c: added_points(dense, c) for c in CORRUPTIONS}
+    contrast = f"adds {added['contrast']} points of error against ResNet-18's {added_points(base, 'contrast')}"
     assert contrast in SECTION_12 and f"(RCE {dense['rce']['contrast']:.3f})" in SECTION_12
     assert f"keeps {percent(dense['corrupted_accuracy']['contrast'][4])} % at severity 5" in SECTION_12
     assert base["clean_accuracy"] - clean < 0.02  # "within 2 points of ResNet-18's"
@@ -328,20 +331,12 @@ def test_prose_claims_about_depth_hold_for_the_data() -> None:
     assert f"(mCE {deep['mce']:.3f})" in SECTION_12 and f"(relative mCE {deep['relative_mce']:.3f})" in SECTION_12
     depth = SECTION_12.split("*Depth (ResNet-18 → ResNet-34)")[1].split("\n- ")[0]
 
-    def added(result: dict, corruption: str) -> str:
-        return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
-
     quoted = re.findall(r"(\d+\.\d)(?: points)? against (\d+\.\d) \(RCE (\d\.\d{3})\)", " ".join(depth.split()))
     order = ("gaussian_noise", "gaussian_blur", "jpeg", "contrast")
-    assert quoted == [(added(deep, c), added(base, c), f"{deep['rce'][c]:.3f}") for c in order]
+    assert quoted == [(added_points(deep, c), added_points(base, c), f"{deep['rce'][c]:.3f}") for c in order]
     assert all(deep["rce"][c] < 1 for c in order[:3]) and deep["rce"]["contrast"] > 1  # "only contrast adds more"
     at_5 = [abs(deep["corrupted_accuracy"][c][4] - base["corrupted_accuracy"][c][4]) for c in CORRUPTIONS]
     assert max(at_5) < 0.01  # "within 1 point of each other under all four corruptions"
-
-
-def _added(result: dict, corruption: str) -> str:
-    """Points of error the corruption adds, summed over the five severities, as quoted."""
-    return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
 
 
 def test_prose_claims_about_vgg11_hold_for_the_data() -> None:
@@ -352,7 +347,7 @@ def test_prose_claims_about_vgg11_hold_for_the_data() -> None:
     bullet = " ".join(SECTION_12.split("*VGG-11 without batch normalisation*")[1].split("\n- ")[0].split())
     quoted = re.findall(r"\((\d+\.\d) against (\d+\.\d)(?: points)?, RCE (\d\.\d{3})", bullet)
     order = ("gaussian_noise", "contrast", "gaussian_blur", "jpeg")
-    assert quoted == [(_added(vgg, c), _added(base, c), f"{vgg['rce'][c]:.3f}") for c in order]
+    assert quoted == [(added_points(vgg, c), added_points(base, c), f"{vgg['rce'][c]:.3f}") for c in order]
     assert 1 < vgg["rce"]["gaussian_noise"] < 1.4  # "more than ResNet-18 ... below the published 1.4-1.9"
     assert all(vgg["rce"][c] < 1 for c in order[1:])  # "and less under contrast, blur and JPEG"
 
@@ -362,16 +357,20 @@ def test_prose_claims_about_batch_normalisation_hold_for_the_data() -> None:
     assert bn["config"]["epochs"] == plain["config"]["epochs"] == 5  # "in the same 5 epochs"
     bullet = " ".join(SECTION_12.split("*Batch normalisation (VGG-11 → VGG-11-BN)")[1].split("\n- ")[0].split())
     assert f"gains {percent(bn['clean_accuracy'] - plain['clean_accuracy'])} points of clean accuracy" in bullet
-    noise = f"adds {_added(bn, 'gaussian_noise')} points of error to it against {_added(plain, 'gaussian_noise')}"
+    bn_noise, plain_noise = added_points(bn, "gaussian_noise"), added_points(plain, "gaussian_noise")
+    noise = f"adds {bn_noise} points of error to it against {plain_noise}"
     assert noise in bullet and bn["rce"]["gaussian_noise"] > plain["rce"]["gaussian_noise"]
     assert f"(RCE {bn['rce']['gaussian_noise']:.3f} against {plain['rce']['gaussian_noise']:.3f})" in bullet
     at_5 = {name: r["corrupted_accuracy"]["gaussian_noise"][4] for name, r in (("bn", bn), ("plain", plain))}
     assert f"keeps {percent(at_5['bn'])} % against VGG-11's {percent(at_5['plain'])} %" in bullet
     assert at_5["bn"] < at_5["plain"]  # "the gain is lost and more"
-    alike = f"({_added(bn, 'gaussian_blur')} against {_added(plain, 'gaussian_blur')} and "
-    alike += f"{_added(bn, 'contrast')} against {_added(plain, 'contrast')} points)"
+    alike = f"({added_points(bn, 'gaussian_blur')} against {added_points(plain, 'gaussian_blur')} and "
+    alike += f"{added_points(bn, 'contrast')} against {added_points(plain, 'contrast')} points)"
     assert alike in bullet
-    assert all(abs(float(_added(bn, c)) - float(_added(plain, c))) < 1.5 for c in ("gaussian_blur", "contrast"))
+    assert all(
+        abs(float(added_points(bn, c)) - float(added_points(plain, c))) < 1.5 for c in ("gaussian_blur", "contrast")
+    )
     assert (
-        f"({_added(bn, 'jpeg')} against {_added(plain, 'jpeg')})" in bullet and bn["rce"]["jpeg"] > plain["rce"]["jpeg"]
+        f"({added_points(bn, 'jpeg')} against {added_points(plain, 'jpeg')})" in bullet
+        and bn["rce"]["jpeg"] > plain["rce"]["jpeg"]
     )
