@@ -113,6 +113,11 @@ def percent(accuracy: float) -> str:
     return f"{100 * accuracy:.1f}"
 
 
+def bullet_after(marker: str) -> str:
+    """The text of REPORT 1.2 from ``marker`` to the end of its bullet (the next line starting "- ")."""
+    return SECTION_12.split(marker)[1].split("\n- ")[0]
+
+
 def added_points(result: dict, corruption: str) -> str:
     """Points of error the corruption adds, summed over the five severities, as the report quotes them."""
     return f"{sum(result['clean_accuracy'] - a for a in result['corrupted_accuracy'][corruption]) * 100:.1f}"
@@ -190,7 +195,7 @@ def test_prose_claims_about_resnet18_hold_for_the_data() -> None:
         ("gaussian_blur", "Gaussian blur"),
     ):
         quoted = f"{percent(accuracy[c][0])} % → {percent(accuracy[c][4])} %, adding {added[c]:.1f} points"
-        assert quoted in SECTION_12.split(f"*{words}*")[1].split("\n- ")[0]
+        assert quoted in bullet_after(f"*{words}*")
     assert max(added, key=added.get) == "contrast"  # "the most of the four"
     assert accuracy["gaussian_blur"][0] > clean and accuracy["gaussian_blur"][0] < base["clean_interval"][1]
     assert (
@@ -315,7 +320,7 @@ def test_prose_claims_about_densenet121_hold_for_the_data() -> None:
     assert contrast in SECTION_12 and f"(RCE {dense['rce']['contrast']:.3f})" in SECTION_12
     assert f"keeps {percent(dense['corrupted_accuracy']['contrast'][4])} % at severity 5" in SECTION_12
     assert base["clean_accuracy"] - clean < 0.02  # "within 2 points of ResNet-18's"
-    tail = SECTION_12.split("so here CE and RCE agree.")[1].split("\n- ")[0]
+    tail = bullet_after("so here CE and RCE agree.")
     assert [m for m in re.findall(r"(\d+\.\d) (?:points )?\(RCE (\d\.\d{3})\)", tail)] == [
         (added[c], f"{dense['rce'][c]:.3f}") for c in ("gaussian_noise", "gaussian_blur", "jpeg")
     ]
@@ -329,7 +334,7 @@ def test_prose_claims_about_depth_hold_for_the_data() -> None:
     gap = f"clean accuracy is {percent(base['clean_accuracy'] - clean)} points below ResNet-18's"
     assert gap in SECTION_12 and all(deep["ce"][c] > 1 for c in CORRUPTIONS)
     assert f"(mCE {deep['mce']:.3f})" in SECTION_12 and f"(relative mCE {deep['relative_mce']:.3f})" in SECTION_12
-    depth = SECTION_12.split("*Depth (ResNet-18 → ResNet-34)")[1].split("\n- ")[0]
+    depth = bullet_after("*Depth (ResNet-18 → ResNet-34)")
 
     quoted = re.findall(r"(\d+\.\d)(?: points)? against (\d+\.\d) \(RCE (\d\.\d{3})\)", " ".join(depth.split()))
     order = ("gaussian_noise", "gaussian_blur", "jpeg", "contrast")
@@ -344,7 +349,7 @@ def test_prose_claims_about_vgg11_hold_for_the_data() -> None:
     assert f"VGG-11 {percent(vgg['clean_accuracy'])} % in its {vgg['config']['epochs']} (the goal exactly" in SECTION_12
     low, high = vgg["clean_interval"]
     assert low < 0.70 < high and round(vgg["clean_accuracy"], 3) == 0.700  # "with an interval on both sides of it"
-    bullet = " ".join(SECTION_12.split("*VGG-11 without batch normalisation*")[1].split("\n- ")[0].split())
+    bullet = " ".join(bullet_after("*VGG-11 without batch normalisation*").split())
     quoted = re.findall(r"\((\d+\.\d) against (\d+\.\d)(?: points)?, RCE (\d\.\d{3})", bullet)
     order = ("gaussian_noise", "contrast", "gaussian_blur", "jpeg")
     assert quoted == [(added_points(vgg, c), added_points(base, c), f"{vgg['rce'][c]:.3f}") for c in order]
@@ -355,7 +360,7 @@ def test_prose_claims_about_vgg11_hold_for_the_data() -> None:
 def test_prose_claims_about_batch_normalisation_hold_for_the_data() -> None:
     plain, bn = CNN["vgg11"], CNN["vgg11_bn"]
     assert bn["config"]["epochs"] == plain["config"]["epochs"] == 5  # "in the same 5 epochs"
-    bullet = " ".join(SECTION_12.split("*Batch normalisation (VGG-11 → VGG-11-BN)")[1].split("\n- ")[0].split())
+    bullet = " ".join(bullet_after("*Batch normalisation (VGG-11 → VGG-11-BN)").split())
     assert f"gains {percent(bn['clean_accuracy'] - plain['clean_accuracy'])} points of clean accuracy" in bullet
     bn_noise, plain_noise = added_points(bn, "gaussian_noise"), added_points(plain, "gaussian_noise")
     noise = f"adds {bn_noise} points of error to it against {plain_noise}"
