@@ -3,10 +3,14 @@
 Autograd could differentiate the time loop of ``part2.model.LSTM`` by itself, but it would record a
 dozen small nodes per step and accumulate the weight gradients one step at a time. ``LSTMSequence``
 saves the gate activations instead and runs the recurrence backwards once, writing the gradients of
-the gate pre-activations of all steps ``dA [T, B, 4H]`` over them; each weight gradient is then one product::
+the gate pre-activations of all steps ``dA [T, B, 4H]`` over them; the gradients of the weights are
+then one product, and that of the input another::
 
-    dW_h = dA^T [4H, T*B] @ h_{0..T-1} [T*B, H]      dW_x = dA^T @ x [T*B, E]
-    db   = sum of dA over T and B                     dx   = dA [T*B, 4H] @ W_x [4H, E]
+    [dW_x, dW_h] = dA^T [4H, T*B] @ [x, h_{0..T-1}] [T*B, E+H]      dx = dA [T*B, 4H] @ W_x [4H, E]
+    db           = sum of dA over T and B
+
+Each forward step is one product ``[x_t, h_{t-1}] @ [W_x, W_h]^T + b``: inputs and hidden states share
+one buffer ``xh [T+1, B, E+H]``, so no input projection of all steps is written out and read back.
 
 Gate blocks of the stacked parameters are in the order ``GATE_ORDER``: the three sigmoid gates, then
 the tanh candidate ``g``, a contiguous block of columns each. ``g`` is computed as ``2 sigmoid(2x) - 1``
@@ -14,8 +18,8 @@ the tanh candidate ``g``, a contiguous block of columns each. ``g`` is computed 
 
 Precision: under ``torch.autocast`` the matrix products run in the autocast dtype (bf16/fp16) while the
 gates, the cell state and all elementwise work stay in float32, as cuDNN and oneDNN do for their LSTMs.
-On CPU the two per-step products use oneDNN with the weight packed once per sequence and the addition to the
-input projection (forward) or to the output gradient (backward) fused into the product (``_step_linear``).
+On CPU the per-step products use oneDNN with the weight packed once per sequence (``_gates_product``,
+``_step_linear``); in the backward pass the addition of the output gradient is fused into the product.
 """
 
 from __future__ import annotations
@@ -103,48 +107,83 @@ def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[..., t
     return step_product
 
 
+def _gates_product(weight_x, weight_h, bias, rows: int, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``xh_t [rows, E+H] -> xh_t @ [W_x, W_h]^T (+ bias)``: a step's gate pre-activations from ``[x_t, h_{t-1}]``.
+
+    Over many steps, one product with the concatenated weight, packed once (``bias`` None: no bias added);
+    over a few (sampling), two products that need no concatenated copy of the weights.
+    """
+    if onednn_packing_usable(weight_h, steps):
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat([weight_x, weight_h], 1), rows)
+        return lambda xh_t: torch.ops.mkldnn._linear_pointwise(xh_t, packed, bias, "none", [], "")
+    E = weight_x.size(1)
+
+    def product(xh_t: torch.Tensor) -> torch.Tensor:
+        pre = torch.mm(xh_t[:, :E], weight_x.t()) if bias is None else torch.addmm(bias, xh_t[:, :E], weight_x.t())
+        return pre.addmm_(xh_t[:, E:], weight_h.t())
+
+    return product
+
+
 def _tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``tanh(x) = 2 sigmoid(2x) - 1`` into ``out``: on CPU, faster than ``torch.tanh`` (``part2.benchmarks.lstm``)."""
     return torch.sigmoid(torch.mul(x, 2.0, out=out), out=out).mul_(2.0).sub_(1.0)
 
 
+# The gate buffer [T, B, 4H] of the last finished backward pass, kept for the next forward pass of the same shape:
+# a buffer this large is mapped afresh by the memory allocator on every allocation, and the kernel then zeroes it
+# page by page on its first write (part2/README.md, "Speed"). Nothing else references it once backward is done.
+_spare_gates: list[torch.Tensor] = []
+
+
+def _gates_buffer(like: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised ``shape``/``dtype`` buffer on ``like``'s device: the spare gate buffer when it fits."""
+    try:
+        spare = _spare_gates.pop()
+    except IndexError:
+        spare = None
+    if spare is not None and spare.shape == shape and spare.dtype == dtype and spare.device == like.device:
+        return spare
+    return like.new_empty(shape, dtype=dtype)
+
+
 def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     """Forward recurrence in the accumulation dtype of ``c0`` with products in the dtype of the weights.
 
-    Returns ``gates [T, B, 4H]`` (the activated gates of every step, written over the input projection), ``hs
-    [T+1, B, H]`` (``hs[0] = h0``), ``hs_mm`` (``hs`` in the product dtype, or ``hs`` itself), ``cs [T+1, B, H]``
-    and ``tanh_cs [T, B, H]``.
+    Each step is one product ``[x_t, h_{t-1}] @ [W_x, W_h]^T``: the inputs and hidden states share one buffer
+    ``xh [T+1, B, E+H]`` (in the product dtype), so no ``[T, B, 4H]`` input projection is written and read back.
+    Returns ``gates [T, B, 4H]`` (the activated gates of every step), ``xh`` (``xh[t] = [x_t, h_t]``, ``h_0`` in
+    ``xh[0]``), ``hs [T+1, B, H]`` (the hidden states in the accumulation dtype: a view of ``xh`` when the dtypes
+    agree), ``cs [T+1, B, H]`` and ``tanh_cs [T, B, H]``.
     """
     T, B, E = x.shape
     H = h0.size(1)
     acc, mm = c0.dtype, weight_h.dtype
-    # One product projects the inputs of all steps; each step adds its recurrent product to its slice and
-    # writes its activated gates back over it, so one buffer serves the whole sequence (and its backward pass).
-    if mm == acc:
-        gates = torch.addmm(bias, x.reshape(T * B, E), weight_x.t()).view(T, B, 4 * H)
-    else:
-        gates = torch.mm(x.reshape(T * B, E), weight_x.t()).to(acc).add_(bias).view(T, B, 4 * H)
-    hs, cs, tanh_cs = (
-        x.new_empty(T + 1, B, H, dtype=acc),
-        x.new_empty(T + 1, B, H, dtype=acc),
-        x.new_empty(T, B, H, dtype=acc),
-    )
-    hs_mm = hs if mm == acc else x.new_empty(T + 1, B, H, dtype=mm)
+    xh = x.new_empty(T + 1, B, E + H)
+    xh[:T, :, :E], xh[0, :, E:] = x, h0
+    separate_hs = mm != acc  # the hidden states in float32 for the cell, and in the product dtype in xh
+    hs = x.new_empty(T + 1, B, H, dtype=acc) if separate_hs else xh[:, :, E:]
+    gates = _gates_buffer(x, (T, B, 4 * H), acc)
+    cs, tanh_cs = x.new_empty(T + 1, B, H, dtype=acc), x.new_empty(T, B, H, dtype=acc)
     hs[0], cs[0] = h0, c0
-    if hs_mm is not hs:
-        hs_mm[0] = h0
-    recurrent = _step_linear(weight_h, B, T)
+    fused_bias = bias if mm == acc else None  # else added in float32 after the product
+    step = _gates_product(weight_x, weight_h, fused_bias, B, T)
     for t in range(T):
-        pre = gates[0] if t == 0 and zero_state else recurrent(hs_mm[t], gates[t])
+        if t == 0 and zero_state:  # h_0 = 0: only the input's share of the product
+            pre = torch.mm(x[0], weight_x.t()) if fused_bias is None else torch.addmm(bias, x[0], weight_x.t())
+        else:
+            pre = step(xh[t])
+        if fused_bias is None:
+            pre = pre.to(acc).add_(bias)
         pre[:, 3 * H :].mul_(2.0)  # tanh(x) = 2 sigmoid(2x) - 1: all four gates in one sigmoid call
         i, f, o, g = torch.sigmoid(pre, out=gates[t]).split(H, dim=1)
         g.mul_(2.0).sub_(1.0)
         c = torch.mul(f, cs[t], out=cs[t + 1])
         c.addcmul_(i, g)
         torch.mul(o, _tanh(c, out=tanh_cs[t]), out=hs[t + 1])
-        if hs_mm is not hs:
-            hs_mm[t + 1].copy_(hs[t + 1])
-    return gates, hs, hs_mm, cs, tanh_cs
+        if separate_hs:
+            xh[t + 1, :, E:].copy_(hs[t + 1])
+    return gates, xh, hs, cs, tanh_cs
 
 
 def _backward_step(a, dh, dc, c_prev, tanh_c, scratch):
@@ -180,23 +219,24 @@ class LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, weight_x, weight_h, bias, zero_state=False):  # type: ignore[override]
-        gates, hs, hs_mm, cs, tanh_cs = _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state)
-        ctx.save_for_backward(x, h0, weight_x, weight_h, bias, hs_mm, cs, tanh_cs)
+        gates, xh, hs, cs, tanh_cs = _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state)
+        ctx.save_for_backward(xh, weight_x, weight_h, bias, cs, tanh_cs)
         ctx.gates, ctx.zero_state = gates, zero_state  # gates: overwritten by the backward pass, so not saved
         return hs[1:], hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_outputs, grad_h_last, grad_c_last):  # type: ignore[override]
-        x, h0, weight_x, weight_h, bias, hs_mm, cs, tanh_cs = ctx.saved_tensors
+        xh, weight_x, weight_h, bias, cs, tanh_cs = ctx.saved_tensors
+        T, B, H = tanh_cs.shape
+        E = xh.size(2) - H
+        x = xh[:T, :, :E]
         # The loop below overwrites the gates with dA [T, B, 4H]; another backward pass through the same graph
         # (retain_graph=True, gradcheck) recomputes them from the saved inputs.
         gates = ctx.gates
         if gates is None:
-            gates = _forward_loop(x, h0, cs[0], weight_x, weight_h, bias, ctx.zero_state)[0]
+            gates = _forward_loop(x, xh[0, :, E:].to(cs.dtype), cs[0], weight_x, weight_h, bias, ctx.zero_state)[0]
         ctx.gates = None
-        T, B, E = x.shape
-        H = cs.size(2)
         acc, mm = cs.dtype, weight_h.dtype
         if grad_outputs is None:
             grad_outputs = cs.new_zeros(T, B, H)
@@ -217,22 +257,30 @@ class LSTMSequence(torch.autograd.Function):
                 dh = recurrent_t(d_gates[t], grad_outputs[t - 1])
             elif ctx.needs_input_grad[1]:
                 dh = recurrent_t(d_gates[0]).to(acc)
-        flat = d_gates.view(T * B, 4 * H)
         needs = ctx.needs_input_grad
-        grad_x = _step_linear(weight_x.t(), T * B, T)(flat).view(T, B, E) if needs[0] else None
-        grad_wx = torch.mm(flat.t(), x.reshape(T * B, E)) if needs[3] else None
-        # With a zero h0 the first step's rows add nothing to dW_h: skip them (one step's product of the T).
-        first = B if ctx.zero_state else 0
-        grad_wh = torch.mm(flat[first:].t(), hs_mm[:T].reshape(T * B, H)[first:]) if needs[4] else None
+        grad_x = _step_linear(weight_x.t(), T * B, T)(d_gates.view(T * B, 4 * H)).view(T, B, E) if needs[0] else None
+        grad_wx, grad_wh = _weight_grads(d_gates, xh, E, ctx.zero_state) if needs[3] or needs[4] else (None, None)
+        _spare_gates[:] = [gates]  # dA is no longer needed: the next forward pass may write its gates there
         return (
             grad_x,
             dh if needs[1] else None,
             dc if needs[2] else None,
-            grad_wx,
-            grad_wh,
+            grad_wx if needs[3] else None,
+            grad_wh if needs[4] else None,
             grad_bias if needs[5] else None,
             None,
         )
+
+
+def _weight_grads(d_gates, xh, E, zero_state):
+    """``[dW_x, dW_h] = dA^T @ [x, h_{t-1}]`` over all steps, one product; with a zero ``h_0`` the first step's
+    rows are left out of it (they add nothing to ``dW_h``) and added to ``dW_x`` alone."""
+    T, B, _ = d_gates.shape
+    first = 1 if zero_state else 0
+    grad_w = torch.mm(d_gates[first:].flatten(0, 1).t(), xh[first:T].flatten(0, 1))
+    if zero_state:
+        grad_w[:, :E].addmm_(d_gates[0].t(), xh[0, :, :E])
+    return grad_w[:, :E], grad_w[:, E:]
 
 
 def lstm_sequence(

@@ -148,6 +148,34 @@ def test_a_second_backward_pass_gives_the_same_gradients(zero_state: bool) -> No
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
 
 
+def test_gate_buffer_handed_on_only_after_backward() -> None:
+    """A backward pass hands its gate buffer to the next forward pass; graphs alive together never share one."""
+    torch.manual_seed(6)
+    sequences = [_random_inputs(4, 2, 3, 5) for _ in range(4)]
+    weights = [torch.randn(4, 2, 5, dtype=torch.float64) for _ in sequences]
+
+    def forward(k: int) -> tuple[torch.Tensor, object]:
+        """The loss of sequence k and its LSTMSequence node (the ctx, which holds the gate buffer)."""
+        outputs = LSTMSequence.apply(*sequences[k])[0]
+        return (outputs * weights[k]).sum(), outputs.grad_fn
+
+    def check_gradients(k: int, loss: torch.Tensor) -> None:
+        reference = (lstm_sequence_reference(*sequences[k])[0] * weights[k]).sum()
+        for a, b in zip(torch.autograd.grad(loss, sequences[k]), torch.autograd.grad(reference, sequences[k])):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+    loss_0, node_0 = forward(0)
+    first_buffer = node_0.gates.data_ptr()
+    check_gradients(0, loss_0)
+    # Both alive: the first takes the buffer handed on by sequence 0, the second a new one.
+    (loss_1, node_1), (loss_2, node_2) = forward(1), forward(2)
+    assert node_1.gates.data_ptr() == first_buffer != node_2.gates.data_ptr()
+    check_gradients(2, loss_2)
+    loss_3, _ = forward(3)  # takes the buffer of sequence 2, while sequence 1 still needs its own
+    check_gradients(1, loss_1)
+    check_gradients(3, loss_3)
+
+
 def test_state_carrying_equals_one_long_sequence() -> None:
     torch.manual_seed(4)
     lstm = LSTM(7, 3)
