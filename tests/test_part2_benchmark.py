@@ -21,6 +21,7 @@ def test_benchmark_times_every_variant_and_precision(tmp_path: Path, capsys) -> 
     for (_, precision), row in rows.items():
         base = rows[("nn.LSTM", precision)]["wall_ms"]
         assert row["wall_ms"] > 0 and row["ratio_to_nn_lstm"] == pytest.approx(row["wall_ms"] / base)
+        assert row["page_faults"] >= 0
     assert set(result["generation_ms"]) == {"cached", "recomputed"}
     assert set(result["activation_us"]) == {"sigmoid", "tanh", "tanh as 2 sigmoid(2x) - 1"}
     assert json.loads(out.read_text()) == result

@@ -3,7 +3,8 @@
     python -m part1.benchmarks.numpy_cnn [--threads 1] [--cases notebook resnet_layer]
 
 For each case (the shapes of ``part1/CNN.ipynb`` and a ResNet-like 3x3 layer) it prints the median time of the
-convolution forward pass, both backward passes and max-pooling forward/backward, and the ratios to PyTorch, and
+convolution forward pass, both backward passes, max-pooling forward, backward, and both together (``pool_back``
+finds the maxima again from ``X``, PyTorch's backward reads its forward pass's indices), and the ratios to PyTorch, and
 writes ``<results_dir>/benchmark_numpy_cnn.json``. Vectorised and PyTorch calls are timed in turns; the loops,
 seconds per call on the ResNet-like layer, are timed separately. NumPy's BLAS threads follow ``OMP_NUM_THREADS``.
 """
@@ -49,6 +50,9 @@ def case_calls(case: tuple, rng: np.random.Generator) -> dict[str, dict[str, Cal
     def numpy_calls(name: str, *args: object) -> dict[str, Callable[[], object]]:
         return {impl: (lambda m=m: getattr(m, name)(*args)) for impl, m in (("loop", loops), ("vectorised", numpy_cnn))}
 
+    def torch_pool_back(indices: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten.max_pool2d_with_indices_backward(dPt, Xt, (f, f), (s, s), (0, 0), (1, 1), False, indices)
+
     # PyTorch's pool backward gets the argmax indices of its forward pass; pool_back recomputes them from X.
     return {
         "conv forward": numpy_calls("convolution2D", X, W, stride, padding)
@@ -58,12 +62,13 @@ def case_calls(case: tuple, rng: np.random.Generator) -> dict[str, dict[str, Cal
         "conv backward input": numpy_calls("convolution2D_backward_input", dY, X, W, stride, padding)
         | {"torch": lambda: conv_backward((True, False, False))},
         "pool forward": numpy_calls("pool_forward", X, f, s) | {"torch": lambda: F.max_pool2d(Xt, f, s)},
-        "pool back": numpy_calls("pool_back", dP, X, f, s)
-        | {
-            "torch": lambda: torch.ops.aten.max_pool2d_with_indices_backward(
-                dPt, Xt, (f, f), (s, s), (0, 0), (1, 1), False, pool_indices
-            )
-        },
+        "pool back": numpy_calls("pool_back", dP, X, f, s) | {"torch": lambda: torch_pool_back(pool_indices)},
+        # pool_back finds the maxima again from X; PyTorch's backward reads the indices its forward pass saved.
+        "pool forward + back": {
+            impl: (lambda m=m: (m.pool_forward(X, f, s), m.pool_back(dP, X, f, s)))
+            for impl, m in (("loop", loops), ("vectorised", numpy_cnn))
+        }
+        | {"torch": lambda: torch_pool_back(F.max_pool2d(Xt, f, s, return_indices=True)[1])},
     }
 
 

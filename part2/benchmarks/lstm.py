@@ -9,13 +9,15 @@ and goes hits them alike)::
 One step is ``part2.train.train_step`` (embedding, LSTM, output layer, cross-entropy under autocast,
 backward, gradient clipping, Adam) with only the LSTM layer swapped. Variants: ``ours`` (per-step
 products on oneDNN with the weight packed once per sequence, the default on CPU), ``ours-mm`` (the
-same with plain ``torch.mm``, to show what the packing buys) and ``nn.LSTM``. Also times greedy
-generation with the state carried vs the prefix recomputed for every character.
+same with plain ``torch.mm``, to show what the packing buys) and ``nn.LSTM``; with each time, the minor page
+faults of one step (fresh memory the kernel maps and zeroes: a cost that varies with the machine's state). Also
+times greedy generation with the state carried vs the prefix recomputed for every character.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 from argparse import Namespace
 from collections.abc import Callable, Sequence
 
@@ -140,15 +142,28 @@ def time_activations(args, device: torch.device) -> dict[str, float]:
     return {name: wall * 1e6 for name, (wall, _) in timings.items()}
 
 
-def step_rows(timings: dict[str, tuple[float, float]]) -> list[dict]:
-    """One row per ``"<variant> <precision>"`` timing (wall and CPU seconds), printed as it is made."""
+def page_faults_per_step(step: Callable[[], None], repeats: int = 2) -> float:
+    """Minor page faults per call of ``step`` after a warm-up call: fresh memory that the kernel maps and zeroes."""
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeats):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
+
+
+def step_rows(timings: dict[str, tuple[float, float]], steps: dict[str, Callable[[], None]]) -> list[dict]:
+    """One row per ``"<variant> <precision>"`` timing (wall and CPU seconds, page faults), printed as it is made."""
     rows = []
     for name, (wall, cpu) in timings.items():
         variant, precision = name.split()
         base = timings.get(f"nn.LSTM {precision}", (wall, cpu))[0]
+        faults = page_faults_per_step(steps[name])
         row = {"variant": variant, "precision": precision, "wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3}
-        rows.append(row | {"ratio_to_nn_lstm": wall / base})
-        print(f"  {variant:8s} {precision:5s} {wall * 1e3:8.1f} ms  {wall / base:5.2f}x  (cpu {cpu * 1e3:8.1f} ms)")
+        rows.append(row | {"ratio_to_nn_lstm": wall / base, "page_faults": faults})
+        print(
+            f"  {variant:8s} {precision:5s} {wall * 1e3:8.1f} ms  {wall / base:5.2f}x  (cpu {cpu * 1e3:8.1f} ms, "
+            f"{faults:6.0f} page faults)"
+        )
     return rows
 
 
@@ -170,7 +185,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     timings = interleaved_medians(steps, args.repeats)
     print(f"training step, median of {args.repeats} interleaved repeats (ratio: to nn.LSTM, same precision):")
-    rows = step_rows(timings)
+    rows = step_rows(timings, steps)
     generation = time_generation(args, device)
     print(
         f"greedy generation of {args.num_samples} x {args.sample_length} characters: "
