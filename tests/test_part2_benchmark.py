@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,20 @@ def test_benchmark_rejects_a_bad_size_in_one_line(capsys) -> None:
         benchmark.main(["--hidden_dim", "0"])
     assert exit_info.value.code == 2
     assert "argument --hidden_dim: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_readme_speed_table_is_the_committed_benchmark() -> None:
+    """Every row of part2/README.md's speed table is read back from assets/part2/benchmark_lstm_*.json."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "part2/README.md").read_text(encoding="utf-8")
+    quoted = re.findall(
+        r"^\| (\d) \| (fp32|bf16) \| (ours|ours-mm|nn\.LSTM) \| (\d+) \| ([\d.]+) \| (\d+) \|$", readme, re.M
+    )
+    measured = []
+    for name in ("benchmark_lstm_1thread.json", "benchmark_lstm_2threads.json"):
+        result = json.loads((root / "assets/part2" / name).read_text(encoding="utf-8"))
+        for row in result["training_step"]:
+            cells = (row["wall_ms"], row["ratio_to_nn_lstm"], row["page_faults"])
+            measured.append((str(result["threads"]), row["precision"], row["variant"], *cells))
+    expected = [(t, p, v, f"{ms:.0f}", f"{ratio:.2f}", f"{faults:.0f}") for t, p, v, ms, ratio, faults in measured]
+    assert sorted(quoted) == sorted(expected)
