@@ -110,12 +110,15 @@ def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[..., t
 def _gates_product(weight_x, weight_h, bias, rows: int, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """``xh_t [rows, E+H] -> xh_t @ [W_x, W_h]^T (+ bias)``: a step's gate pre-activations from ``[x_t, h_{t-1}]``.
 
-    Over many steps, one product with the concatenated weight, packed once (``bias`` None: no bias added);
-    over a few (sampling), two products that need no concatenated copy of the weights.
+    Over many steps, one product with the concatenated weight (packed once for oneDNN where it can be);
+    over a few (sampling), two products that need no concatenated copy of the weights. ``bias`` None: none added.
     """
-    if onednn_packing_usable(weight_h, steps):
-        packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat([weight_x, weight_h], 1), rows)
-        return lambda xh_t: torch.ops.mkldnn._linear_pointwise(xh_t, packed, bias, "none", [], "")
+    if steps >= PACKING_MIN_STEPS:
+        weight = torch.cat([weight_x, weight_h], 1)
+        if onednn_packing_usable(weight, steps):
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+            return lambda xh_t: torch.ops.mkldnn._linear_pointwise(xh_t, packed, bias, "none", [], "")
+        return lambda xh_t: torch.mm(xh_t, weight.t()) if bias is None else torch.addmm(bias, xh_t, weight.t())
     E = weight_x.size(1)
 
     def product(xh_t: torch.Tensor) -> torch.Tensor:
