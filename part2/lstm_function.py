@@ -107,6 +107,11 @@ def _step_linear(weight: torch.Tensor, rows: int, steps: int) -> Callable[..., t
     return step_product
 
 
+def _affine(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``y @ weight^T (+ bias)`` with a plain matrix product."""
+    return torch.mm(y, weight.t()) if bias is None else torch.addmm(bias, y, weight.t())
+
+
 def _gates_product(weight_x, weight_h, bias, rows: int, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """``xh_t [rows, E+H] -> xh_t @ [W_x, W_h]^T (+ bias)``: a step's gate pre-activations from ``[x_t, h_{t-1}]``.
 
@@ -118,14 +123,9 @@ def _gates_product(weight_x, weight_h, bias, rows: int, steps: int) -> Callable[
         if onednn_packing_usable(weight, steps):
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
             return lambda xh_t: torch.ops.mkldnn._linear_pointwise(xh_t, packed, bias, "none", [], "")
-        return lambda xh_t: torch.mm(xh_t, weight.t()) if bias is None else torch.addmm(bias, xh_t, weight.t())
+        return lambda xh_t: _affine(xh_t, weight, bias)
     E = weight_x.size(1)
-
-    def product(xh_t: torch.Tensor) -> torch.Tensor:
-        pre = torch.mm(xh_t[:, :E], weight_x.t()) if bias is None else torch.addmm(bias, xh_t[:, :E], weight_x.t())
-        return pre.addmm_(xh_t[:, E:], weight_h.t())
-
-    return product
+    return lambda xh_t: _affine(xh_t[:, :E], weight_x, bias).addmm_(xh_t[:, E:], weight_h.t())
 
 
 def _tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -173,7 +173,7 @@ def _forward_loop(x, h0, c0, weight_x, weight_h, bias, zero_state):
     step = _gates_product(weight_x, weight_h, fused_bias, B, T)
     for t in range(T):
         if t == 0 and zero_state:  # h_0 = 0: only the input's share of the product
-            pre = torch.mm(x[0], weight_x.t()) if fused_bias is None else torch.addmm(bias, x[0], weight_x.t())
+            pre = _affine(x[0], weight_x, fused_bias)
         else:
             pre = step(xh[t])
         if fused_bias is None:
