@@ -34,6 +34,7 @@ GATE_ORDER = ("i", "f", "o", "g")
 # oneDNN's linear with a pre-packed weight (the kernel torch.compile uses for frozen CPU linears):
 # the per-step products are small (B x H times H x 4H) and packing the weight once pays for T steps.
 # Packing costs about as much as one product, so it pays only over several steps (sampling runs T = 1).
+# The same bound decides when the forward pass copies [W_x, W_h] into one weight for one product per step.
 USE_ONEDNN_PACKING = True
 PACKING_MIN_STEPS = 8
 
